@@ -1,0 +1,288 @@
+//! The command line: `serve` (the default), `check` and `probe`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{CheckKind, Config};
+use crate::gateway::{ConfigSource, Gateway};
+use crate::health::{Probe, ServerProbe};
+use crate::server::{serve, ListenAddr, Listener};
+
+/// Config file used when none is named.
+pub const DEFAULT_CONFIG: &str = "routes.yaml";
+
+/// Short, stable, health-aware links for Jitsi meeting rooms.
+#[derive(Parser, Debug)]
+#[command(
+    name = "roomgate",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the rooms (the default).
+    Serve(ServeArgs),
+    /// Validate a routes file and print a summary; exit 1 on the first error.
+    Check {
+        /// The file to check [default: $ROOMGATE_CONFIG, else ./routes.yaml]
+        file: Option<PathBuf>,
+    },
+    /// Probe every server once and print a table; exit 1 if any is down.
+    Probe {
+        /// The routes file [default: $ROOMGATE_CONFIG, else ./routes.yaml, else the built-in routes]
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Routes file [default: ./routes.yaml, else the built-in Chaosdorf routes]
+    #[arg(long, env = "ROOMGATE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// HOST:PORT or unix:/path/to.sock
+    #[arg(
+        long,
+        env = "ROOMGATE_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
+    listen: ListenAddr,
+}
+
+impl Cli {
+    /// Runs the command the user asked for.
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        init_logging();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        match self.command {
+            None => runtime.block_on(run_serve(self.serve)),
+            Some(Command::Serve(args)) => runtime.block_on(run_serve(args)),
+            Some(Command::Check { file }) => Ok(run_check(file)),
+            Some(Command::Probe { file }) => runtime.block_on(run_probe(file)),
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
+}
+
+/// `ROOMGATE_CONFIG`, for the subcommands that take the file positionally.
+fn env_config() -> Option<PathBuf> {
+    std::env::var_os("ROOMGATE_CONFIG").map(PathBuf::from)
+}
+
+/// The config to serve: the named file, else `./routes.yaml`, else the
+/// built-in routes.
+fn load_for_serving(named: Option<PathBuf>) -> anyhow::Result<(Config, ConfigSource)> {
+    match named {
+        Some(path) => Ok((Config::load(&path)?, ConfigSource::File(path))),
+        None => {
+            let path = PathBuf::from(DEFAULT_CONFIG);
+            if path.exists() {
+                Ok((Config::load(&path)?, ConfigSource::File(path)))
+            } else {
+                tracing::info!(
+                    "no ./{DEFAULT_CONFIG} here: serving the built-in Chaosdorf routes (SIGHUP loads ./{DEFAULT_CONFIG} once it exists)"
+                );
+                Ok((Config::builtin(), ConfigSource::Builtin(path)))
+            }
+        }
+    }
+}
+
+async fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let (config, source) = load_for_serving(args.config)?;
+    if let ConfigSource::File(path) = &source {
+        tracing::info!(
+            "loaded {}: {} servers, {} rooms",
+            path.display(),
+            config.servers.len(),
+            config.rooms.len()
+        );
+    }
+    let listener = Listener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {:?}", args.listen))?;
+    let gw = Gateway::start(config, source);
+    tracing::info!("listening on {}", listener.describe());
+
+    let mut hangup = signal(tokio::signal::unix::SignalKind::hangup())?;
+    let reloader = gw.clone();
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the config");
+            if let Err(e) = reloader.reload() {
+                tracing::error!("reload failed, keeping the running config: {e}");
+            }
+        }
+    });
+    let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+    };
+    serve(gw, listener, shutdown).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> anyhow::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(kind).context("installing a signal handler")
+}
+
+fn run_check(file: Option<PathBuf>) -> ExitCode {
+    let path = file
+        .or_else(env_config)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    match Config::load(&path) {
+        Ok(config) => {
+            print!("{}", summary(&path, &config));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What `check` prints for a valid file.
+fn summary(path: &Path, config: &Config) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!("{}: valid\n\nservers:\n", path.display());
+    for s in &config.servers {
+        let kind = match &s.check.kind {
+            CheckKind::Jitsi { xmpp_domain } => format!("jitsi, domain {xmpp_domain}"),
+            CheckKind::Http {
+                path,
+                expect_status,
+                ..
+            } => format!("http {path} -> {expect_status}"),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<12} {}  ({kind}; every {}, {} while confirming, timeout {}, rise {}, fall {})",
+            s.name,
+            s.url,
+            humantime::format_duration(s.check.interval),
+            humantime::format_duration(s.check.fast_interval),
+            humantime::format_duration(s.check.timeout),
+            s.check.rise,
+            s.check.fall
+        );
+    }
+    out.push_str("\nrooms:\n");
+    let names = |targets: &[crate::config::Target]| {
+        targets
+            .iter()
+            .map(|t| {
+                let server = &config.servers[t.server].name;
+                if t.room.is_empty() {
+                    server.clone()
+                } else {
+                    format!("{server}/{}", t.room)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" -> ")
+    };
+    for room in &config.rooms {
+        let aliases = if room.aliases.is_empty() {
+            String::new()
+        } else {
+            format!(" (aliases: {})", room.aliases.join(", "))
+        };
+        let _ = writeln!(out, "  /{}{aliases}: {}", room.name, names(&room.targets));
+    }
+    let _ = writeln!(
+        out,
+        "\nredirect status {}; when all servers are down: {:?}",
+        config.defaults.redirect_status, config.defaults.when_all_down
+    );
+    if config.unlisted.allow {
+        let _ = writeln!(
+            out,
+            "unlisted rooms: forwarded to {}",
+            names(&config.unlisted.servers)
+        );
+    } else {
+        out.push_str("unlisted rooms: 404\n");
+    }
+    out
+}
+
+async fn run_probe(file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let (config, _) = load_for_serving(file.or_else(env_config))?;
+    let probes = config.servers.iter().map(|server| async move {
+        let started = tokio::time::Instant::now();
+        let outcome = ServerProbe::new(server).probe().await;
+        (server, outcome, started.elapsed())
+    });
+    let results = futures_join_all(probes).await;
+    println!(
+        "{:<12} {:<40} {:<6} {:>8}  DETAIL",
+        "SERVER", "URL", "STATE", "TIME"
+    );
+    let mut all_up = true;
+    for (server, outcome, took) in results {
+        let (state, detail) = match outcome {
+            Ok(()) => ("up", "ok".to_owned()),
+            Err(e) => {
+                all_up = false;
+                ("down", e.0)
+            }
+        };
+        println!(
+            "{:<12} {:<40} {:<6} {:>6}ms  {detail}",
+            server.name,
+            server.url,
+            state,
+            took.as_millis()
+        );
+    }
+    Ok(if all_up {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Runs futures concurrently on this task and collects their outputs in order.
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    let mut out = Vec::with_capacity(set.len());
+    for f in set {
+        out.push(f.await);
+    }
+    out
+}

@@ -1,0 +1,2 @@
+//! Unit tests of config validation.
+use super::*;

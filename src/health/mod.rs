@@ -1,0 +1,211 @@
+//! Server health: the up/down state machine, the probes, and the monitor that
+//! runs one prober per server and shares its results through a cache.
+//!
+//! Health is per server, not per room: every room on a server shares it.
+
+mod monitor;
+mod probe;
+
+pub use monitor::{Monitor, ServerHandle};
+pub use probe::{Probe, ProbeError, ServerProbe};
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+/// What the gateway believes about a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// No result yet, or the last one is older than its time to live.
+    Unknown,
+    /// The server can host a meeting.
+    Up,
+    /// The server failed `fall` probes in a row (or its first one).
+    Down,
+}
+
+impl State {
+    /// The lowercase name used in logs, JSON and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Unknown => "unknown",
+            State::Up => "up",
+            State::Down => "down",
+        }
+    }
+}
+
+/// One published probe outcome with the state it led to: what every reader
+/// (redirects, status page, metrics) sees of a server.
+#[derive(Debug, Clone)]
+pub struct Health {
+    /// State after this result.
+    pub state: State,
+    /// When the state last changed.
+    pub since: SystemTime,
+    /// When this probe finished.
+    pub last_check: SystemTime,
+    /// How long the probe took; `None` when it failed.
+    pub latency: Option<Duration>,
+    /// Why the probe failed; `None` when it succeeded.
+    pub error: Option<String>,
+    /// How long this result may be trusted; past it the server is unknown.
+    pub ttl: Duration,
+}
+
+/// The up/down hysteresis of one server, as a pure state machine.
+///
+/// The first result decides directly, so a fresh gateway is useful at once.
+/// After that `fall` consecutive failures turn up into down and `rise`
+/// consecutive successes turn down into up; a single contrary result in
+/// between resets the streak (as in HAProxy and pingora).
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    /// Current state.
+    state: State,
+    /// Consecutive results that contradict `state`.
+    streak: u32,
+    /// Successes needed to go down -> up.
+    rise: u32,
+    /// Failures needed to go up -> down.
+    fall: u32,
+}
+
+impl Tracker {
+    /// A tracker in state unknown. `rise` and `fall` are at least 1 (config
+    /// validation guarantees it; 0 is treated as 1).
+    pub fn new(rise: u32, fall: u32) -> Tracker {
+        Tracker {
+            state: State::Unknown,
+            streak: 0,
+            rise: rise.max(1),
+            fall: fall.max(1),
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Contrary results so far while a change is being confirmed.
+    pub fn streak(&self) -> u32 {
+        self.streak
+    }
+
+    /// Results needed to confirm a change away from the current state.
+    pub fn needed(&self) -> u32 {
+        match self.state {
+            State::Up => self.fall,
+            State::Down => self.rise,
+            State::Unknown => 1,
+        }
+    }
+
+    /// Whether a change is being confirmed, which calls for `fast_interval`.
+    pub fn confirming(&self) -> bool {
+        self.streak > 0
+    }
+
+    /// Feeds one probe result; returns the new state when it changed.
+    pub fn record(&mut self, success: bool) -> Option<State> {
+        let target = if success { State::Up } else { State::Down };
+        if self.state == target {
+            self.streak = 0;
+            return None;
+        }
+        self.streak += 1;
+        if self.state == State::Unknown || self.streak >= self.needed() {
+            self.state = target;
+            self.streak = 0;
+            return Some(target);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn first_result_decides_directly() {
+        let mut up = Tracker::new(2, 2);
+        assert_eq!(up.record(true), Some(State::Up));
+        let mut down = Tracker::new(2, 2);
+        assert_eq!(down.record(false), Some(State::Down));
+        assert!(!down.confirming());
+    }
+
+    #[test]
+    fn fall_failures_turn_up_into_down() {
+        let mut t = Tracker::new(2, 3);
+        t.record(true);
+        assert_eq!(t.record(false), None);
+        assert!(t.confirming());
+        assert_eq!(t.record(false), None);
+        assert_eq!(t.streak(), 2);
+        assert_eq!(t.record(false), Some(State::Down));
+        assert!(!t.confirming());
+    }
+
+    #[test]
+    fn rise_successes_turn_down_into_up() {
+        let mut t = Tracker::new(2, 1);
+        t.record(false);
+        assert_eq!(t.record(true), None);
+        assert_eq!(t.record(true), Some(State::Up));
+    }
+
+    #[test]
+    fn a_contrary_result_resets_the_streak() {
+        let mut t = Tracker::new(2, 2);
+        t.record(true);
+        t.record(false);
+        assert_eq!(t.record(true), None);
+        assert!(!t.confirming());
+        assert_eq!(t.record(false), None);
+        assert_eq!(t.state(), State::Up);
+    }
+
+    #[test]
+    fn flapping_every_probe_holds_the_state() {
+        let mut t = Tracker::new(2, 2);
+        t.record(true);
+        for i in 0..100 {
+            assert_eq!(t.record(i % 2 == 0), None);
+        }
+        assert_eq!(t.state(), State::Up);
+    }
+
+    proptest! {
+        /// Against a straightforward model: the state changes exactly when the
+        /// last `rise`/`fall` results all contradict it.
+        #[test]
+        fn matches_the_model(rise in 1u32..5, fall in 1u32..5, results in proptest::collection::vec(any::<bool>(), 0..60)) {
+            let mut t = Tracker::new(rise, fall);
+            let mut state = State::Unknown;
+            let mut run: u32 = 0;
+            for ok in results {
+                let changed = t.record(ok);
+                let target = if ok { State::Up } else { State::Down };
+                let expect = if state == State::Unknown {
+                    state = target;
+                    run = 0;
+                    Some(target)
+                } else if state == target {
+                    run = 0;
+                    None
+                } else {
+                    run += 1;
+                    let needed = if state == State::Up { fall } else { rise };
+                    if run >= needed { state = target; run = 0; Some(target) } else { None }
+                };
+                prop_assert_eq!(changed, expect);
+                prop_assert_eq!(t.state(), state);
+            }
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! The HTTP interface: one request in, one response out.
+//!
+//! Reserved paths are answered here; every other path is a room. A room
+//! answers a temporary redirect to the first healthy server (see
+//! `decision.rs`) with a Location that was built when the config was loaded.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use serde::Serialize;
+
+use crate::decision::Choice;
+use crate::gateway::{Gateway, Snapshot};
+use crate::health::State;
+use crate::routes::{location, room_segment, Lookup, RouteRoom};
+
+/// Longest request target (path and query) we read; longer ones get 414.
+/// Room links are short, and Jitsi's longest real query (`?jwt=`) fits.
+pub const MAX_URI_LEN: usize = 4096;
+
+/// The response body type.
+pub type Body = Full<Bytes>;
+
+/// No external anything: the pages are self-contained and have no scripts.
+const CSP: &str = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// Answers one request. Never fails: every problem has an HTTP answer.
+pub async fn handle<B>(gw: &Gateway, req: Request<B>) -> Result<Response<Body>, Infallible> {
+    let uri = req.uri();
+    let target_len = uri.path_and_query().map_or(0, |p| p.as_str().len());
+    if target_len > MAX_URI_LEN {
+        return Ok(plain(StatusCode::URI_TOO_LONG, "request URI too long\n"));
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return Ok(resp);
+    }
+    let snap = gw.snapshot();
+    let path = uri.path();
+    let resp = match path {
+        "/" => index_page(gw, &snap).await,
+        "/healthz" => plain(StatusCode::OK, "ok\n"),
+        "/readyz" if gw.is_ready() => plain(StatusCode::OK, "ready\n"),
+        "/readyz" => plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for first probes\n",
+        ),
+        "/metrics" => metrics(gw),
+        "/status.json" => status_json(gw, &snap).await,
+        _ if path.starts_with("/_/") => not_found(&snap, wants_html(&req)),
+        _ => room(gw, &snap, path, uri.query(), wants_html(&req)).await,
+    };
+    Ok(resp)
+}
+
+/// `/{room}`: the redirect.
+async fn room(
+    gw: &Gateway,
+    snap: &Snapshot,
+    path: &str,
+    query: Option<&str>,
+    html: bool,
+) -> Response<Body> {
+    let Some(name) = room_segment(path) else {
+        gw.metrics.not_found.inc();
+        return not_found(snap, html);
+    };
+    match snap.routes.lookup(name) {
+        Lookup::Room(room) => {
+            let servers = room.targets.iter().map(|t| t.server);
+            match gw.choose(snap, servers).await {
+                Choice::Target(i) => {
+                    let target = &room.targets[i];
+                    target.redirects.inc();
+                    match query {
+                        None => redirect(snap, target.location.clone(), target.body.clone()),
+                        Some(q) => {
+                            let base = &snap.config.servers[target.server].url;
+                            redirect_to(snap, &location(base, &target.room, Some(q)))
+                        }
+                    }
+                }
+                Choice::AllDownPage => all_down_page(snap, room),
+            }
+        }
+        Lookup::Unlisted(name) => {
+            let targets = snap.routes.unlisted.as_deref().unwrap_or_default();
+            match gw.choose(snap, targets.iter().map(|t| t.server)).await {
+                Choice::Target(i) => {
+                    targets[i].redirects.inc();
+                    redirect_to(snap, &location(&targets[i].base, name, query))
+                }
+                Choice::AllDownPage => {
+                    let links = targets.iter().map(|t| {
+                        let server = &snap.config.servers[t.server];
+                        (server.label.as_str(), location(&t.base, name, query))
+                    });
+                    links_page(StatusCode::SERVICE_UNAVAILABLE, name, links)
+                }
+            }
+        }
+        Lookup::NotFound => {
+            gw.metrics.not_found.inc();
+            not_found(snap, html)
+        }
+    }
+}
+
+/// A redirect whose Location was built at load time.
+fn redirect(snap: &Snapshot, location: HeaderValue, body: Bytes) -> Response<Body> {
+    let mut resp = html(snap.routes.redirect_status, body);
+    let headers = resp.headers_mut();
+    headers.insert(header::LOCATION, location);
+    // The answer changes with health: no browser or proxy may keep it.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// A redirect to a URL built for this request (it carries a query, or an
+/// unlisted room name).
+fn redirect_to(snap: &Snapshot, url: &str) -> Response<Body> {
+    match HeaderValue::from_str(url) {
+        Ok(value) => redirect(snap, value, Bytes::from(redirect_body(url))),
+        // Unreachable in practice: hyper only hands us valid URI bytes, and
+        // everything else in `url` was validated at load.
+        Err(_) => plain(StatusCode::BAD_REQUEST, "bad request\n"),
+    }
+}
+
+/// The body of a redirect, for clients that do not follow it.
+pub(crate) fn redirect_body(url: &str) -> String {
+    let url = escape(url);
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Redirect</title></head>\
+         <body><p>The room is at <a href=\"{url}\">{url}</a>.</p></body></html>\n"
+    )
+}
+
+/// 503 for a room whose servers are all down under `when_all_down: page`.
+fn all_down_page(snap: &Snapshot, room: &RouteRoom) -> Response<Body> {
+    let links = room.targets.iter().map(|t| {
+        let label = snap.config.servers[t.server].label.as_str();
+        (label, t.url.clone())
+    });
+    links_page(StatusCode::SERVICE_UNAVAILABLE, &room.name, links)
+}
+
+fn links_page<'a>(
+    status: StatusCode,
+    room: &str,
+    links: impl Iterator<Item = (&'a str, String)>,
+) -> Response<Body> {
+    let mut body = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{room}: all servers down</title></head><body>\
+         <h1>{room}</h1><p>Every server of this room failed its health checks. They may work again by now; try them:</p><ul>",
+        room = escape(room)
+    );
+    for (label, url) in links {
+        let _ = write!(
+            body,
+            "<li><a href=\"{url}\">{label}</a></li>",
+            url = escape(&url),
+            label = escape(label)
+        );
+    }
+    body.push_str("</ul></body></html>\n");
+    let mut resp = html(status, body);
+    let headers = resp.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+    resp
+}
+
+/// 404 with the list of rooms: HTML for browsers, text for everyone else.
+fn not_found(snap: &Snapshot, as_html: bool) -> Response<Body> {
+    let rooms = &snap.routes.rooms;
+    let mut resp = if as_html {
+        let mut body = String::from(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>No such room</title></head>\
+             <body><h1>No such room</h1><p>These rooms exist:</p><ul>",
+        );
+        for room in rooms {
+            // Root-relative would break behind a path prefix; `./` does not.
+            let _ = write!(
+                body,
+                "<li><a href=\"./{0}\">{0}</a></li>",
+                escape(&room.name)
+            );
+        }
+        body.push_str("</ul></body></html>\n");
+        html(StatusCode::NOT_FOUND, body)
+    } else {
+        let mut body = String::from("no such room; these rooms exist:\n");
+        for room in rooms {
+            let _ = writeln!(body, "/{}", room.name);
+        }
+        plain(StatusCode::NOT_FOUND, body)
+    };
+    // Rooms come and go with reloads.
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// Whether the client prefers HTML (a browser) over plain text (curl).
+fn wants_html<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"))
+}
+
+/// The JSON of `/status.json`.
+#[derive(Serialize)]
+struct Status<'a> {
+    /// Whether every server has a first result.
+    ready: bool,
+    servers: Vec<ServerStatus<'a>>,
+    rooms: Vec<RoomStatus<'a>>,
+}
+
+#[derive(Serialize)]
+struct ServerStatus<'a> {
+    name: &'a str,
+    label: &'a str,
+    url: &'a str,
+    state: State,
+    since: Option<String>,
+    last_check: Option<String>,
+    latency_ms: Option<u64>,
+    error: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct RoomStatus<'a> {
+    name: &'a str,
+    aliases: &'a [String],
+    description: Option<&'a str>,
+    /// Where `/{room}` redirects now; `null` when it answers 503.
+    target: Option<&'a str>,
+    /// Name of the server of `target`.
+    server: Option<&'a str>,
+    /// Whether `server` is not the room's first choice.
+    fallback: bool,
+}
+
+/// Resolves every room and server of the snapshot.
+async fn status<'a>(
+    gw: &Gateway,
+    snap: &'a Snapshot,
+    healths: &'a [Option<std::sync::Arc<crate::health::Health>>],
+) -> Status<'a> {
+    let servers = snap
+        .config
+        .servers
+        .iter()
+        .zip(healths)
+        .map(|(server, health)| ServerStatus {
+            name: &server.name,
+            label: &server.label,
+            url: &server.url,
+            state: health.as_ref().map_or(State::Unknown, |h| h.state),
+            since: health.as_ref().map(|h| rfc3339(h.since)),
+            last_check: health.as_ref().map(|h| rfc3339(h.last_check)),
+            latency_ms: health
+                .as_ref()
+                .and_then(|h| h.latency)
+                .map(|d| d.as_millis().try_into().unwrap_or(u64::MAX)),
+            error: health.as_ref().and_then(|h| h.error.as_deref()),
+        })
+        .collect();
+    let mut rooms = Vec::with_capacity(snap.routes.rooms.len());
+    for room in &snap.routes.rooms {
+        let choice = gw.choose(snap, room.targets.iter().map(|t| t.server)).await;
+        let (target, server, fallback) = match choice {
+            Choice::Target(i) => {
+                let t = &room.targets[i];
+                (
+                    Some(t.url.as_str()),
+                    Some(snap.config.servers[t.server].name.as_str()),
+                    i > 0,
+                )
+            }
+            Choice::AllDownPage => (None, None, false),
+        };
+        rooms.push(RoomStatus {
+            name: &room.name,
+            aliases: &room.aliases,
+            description: room.description.as_deref(),
+            target,
+            server,
+            fallback,
+        });
+    }
+    Status {
+        ready: gw.is_ready(),
+        servers,
+        rooms,
+    }
+}
+
+async fn healths(
+    gw: &Gateway,
+    snap: &Snapshot,
+) -> Vec<Option<std::sync::Arc<crate::health::Health>>> {
+    let mut out = Vec::with_capacity(snap.servers.len());
+    for handle in &snap.servers {
+        out.push(gw.monitor().health(handle).await);
+    }
+    out
+}
+
+async fn status_json(gw: &Gateway, snap: &Snapshot) -> Response<Body> {
+    let healths = healths(gw, snap).await;
+    let status = status(gw, snap, &healths).await;
+    let body = serde_json::to_vec_pretty(&status).unwrap_or_default();
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+/// `/`: a plain list of rooms and servers. All links are relative, so the
+/// page works under a path prefix too.
+async fn index_page(gw: &Gateway, snap: &Snapshot) -> Response<Body> {
+    let healths = healths(gw, snap).await;
+    let status = status(gw, snap, &healths).await;
+    let site = &snap.config.site;
+    let mut body = format!(
+        "<!doctype html>\n<html lang=\"de\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{0}</title></head><body><main><h1>{0}</h1>",
+        escape(&site.title)
+    );
+    if let Some(intro) = &site.intro {
+        let _ = write!(body, "<p>{}</p>", escape(intro));
+    }
+    if let Some(notice) = &site.notice {
+        let _ = write!(body, "<p><strong>{}</strong></p>", escape(notice));
+    }
+    body.push_str("<h2>Rooms</h2><ul>");
+    for room in &status.rooms {
+        let _ = write!(body, "<li><a href=\"./{0}\">{0}</a>", escape(room.name));
+        match (room.server, room.target) {
+            (Some(server), Some(target)) => {
+                let label = snap
+                    .config
+                    .servers
+                    .iter()
+                    .find(|s| s.name == server)
+                    .map_or(server, |s| s.label.as_str());
+                let _ = write!(
+                    body,
+                    " &rarr; {}{} (<code>{}</code>)",
+                    escape(label),
+                    if room.fallback { ", backup" } else { "" },
+                    escape(target)
+                );
+            }
+            _ => body.push_str(" &rarr; all servers down"),
+        }
+        if let Some(description) = room.description {
+            let _ = write!(body, "<br>{}", escape(description));
+        }
+        body.push_str("</li>");
+    }
+    body.push_str("</ul><h2>Servers</h2><ul>");
+    for server in &status.servers {
+        let _ = write!(
+            body,
+            "<li>{} (<code>{}</code>): {}",
+            escape(server.label),
+            escape(server.url),
+            server.state.as_str()
+        );
+        if let Some(error) = server.error {
+            let _ = write!(body, " &ndash; {}", escape(error));
+        }
+        body.push_str("</li>");
+    }
+    body.push_str("</ul><p><a href=\"./status.json\">status.json</a></p></main></body></html>\n");
+    let mut resp = html(StatusCode::OK, body);
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn metrics(gw: &Gateway) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(gw.metrics.encode())));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// A plain text response.
+fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+/// An HTML response with the security headers every page carries.
+fn html(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    resp
+}
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_covers_markup_and_quotes() {
+        assert_eq!(
+            escape("<a href=\"x\" onclick='y'>&</a>"),
+            "&lt;a href=&quot;x&quot; onclick=&#39;y&#39;&gt;&amp;&lt;/a&gt;"
+        );
+    }
+}

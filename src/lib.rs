@@ -1,0 +1,33 @@
+//! roomgate: short, stable, health-aware links for video-meeting rooms.
+//!
+//! `GET /Lounge` answers a redirect to the Lounge room on the first Jitsi
+//! server that is up. A request flows through the modules in this order:
+//!
+//! - [`config`]: `routes.yaml`, validated with a file:line:column for every
+//!   error; the validated [`config::Config`].
+//! - [`routes`]: the config compiled into a route table, with every Location
+//!   built ahead of time.
+//! - [`health`]: one prober task per server (jitsi: config.js + a BOSH
+//!   session; or plain http), the up/down hysteresis, and the moka cache
+//!   through which every reader shares one result.
+//! - [`decision`]: the pure choice of a server from the servers' states.
+//! - [`gateway`]: the live snapshot of config, routes and probers, swapped
+//!   whole on reload.
+//! - [`http`]: the request handler: redirects, 404/405/414, status page,
+//!   `/status.json`, `/healthz`, `/readyz`, `/metrics`.
+//! - [`server`]: listeners (TCP and unix), connection limits, graceful
+//!   shutdown.
+//! - [`metrics`]: Prometheus counters and gauges.
+//! - [`cli`]: `serve`, `check` and `probe`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod config;
+pub mod decision;
+pub mod gateway;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod routes;
+pub mod server;

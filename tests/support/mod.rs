@@ -1,0 +1,245 @@
+//! Shared test support: stand-in Jitsi servers ([`StandIn`]), throw-away
+//! certificate authorities ([`TestCa`]) and a small HTTP client.
+//!
+//! Include with `mod support;` from an integration test file. Every test
+//! binary uses a different subset, hence the blanket allowances (the
+//! re-exports below count as unused imports in binaries that skip them).
+#![allow(dead_code, unused_imports)]
+
+pub mod gate;
+pub mod standin;
+pub mod tls;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+pub use gate::{two_server_yaml, Gate, GateProcess};
+pub use standin::{Counts, Mode, Recorded, StandIn, StandInBuilder};
+pub use tls::{Leaf, TestCa};
+
+/// Bound on a whole exchange unless [`Req::timeout`] says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A complete HTTP response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// The body, lossily decoded as UTF-8.
+    pub body: String,
+}
+
+impl Resp {
+    /// A header's value as text (first one if repeated).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Why a [`Req`] got no response.
+#[derive(Debug)]
+pub enum FetchError {
+    /// The URL is not absolute http(s) with a host.
+    BadUrl(String),
+    /// TCP connect failed (e.g. `ConnectionRefused`).
+    Connect(std::io::Error),
+    /// TLS handshake failed; the inner error wraps the `rustls::Error`.
+    Tls(std::io::Error),
+    /// HTTP-level failure (reset, malformed answer, closed early).
+    Http(hyper::Error),
+    /// Nothing complete within the bound.
+    Timeout,
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchError::BadUrl(u) => write!(f, "bad URL {u:?}"),
+            FetchError::Connect(e) => write!(f, "connect: {e}"),
+            FetchError::Tls(e) => write!(f, "TLS: {e}"),
+            FetchError::Http(e) => write!(f, "HTTP: {e}"),
+            FetchError::Timeout => write!(f, "timed out"),
+        }
+    }
+}
+
+impl std::error::Error for FetchError {}
+
+/// One request on a fresh connection (never pooled, so every call really
+/// connects). Build with [`Req::get`] / [`Req::post`] / [`Req::new`], send
+/// with [`Req::send`].
+#[derive(Clone)]
+pub struct Req {
+    method: Method,
+    url: String,
+    headers: Vec<(String, String)>,
+    body: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+}
+
+impl Req {
+    pub fn new(method: Method, url: &str) -> Req {
+        Req {
+            method,
+            url: url.to_string(),
+            headers: Vec::new(),
+            body: String::new(),
+            tls: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    pub fn get(url: &str) -> Req {
+        Req::new(Method::GET, url)
+    }
+
+    pub fn post(url: &str, body: &str) -> Req {
+        Req::new(Method::POST, url).body(body)
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Req {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn headers(mut self, headers: &[(&str, &str)]) -> Req {
+        for (name, value) in headers {
+            self = self.header(name, value);
+        }
+        self
+    }
+
+    pub fn body(mut self, body: &str) -> Req {
+        self.body = body.to_string();
+        self
+    }
+
+    /// Trust only `ca` for https. An https URL needs this (or
+    /// [`Req::tls_config`]); without it `send` fails with `BadUrl`.
+    pub fn ca(self, ca: &TestCa) -> Req {
+        self.tls_config(ca.client_config())
+    }
+
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Req {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Bound on connect + TLS + request + whole body (default 5 s).
+    pub fn timeout(mut self, timeout: Duration) -> Req {
+        self.timeout = timeout;
+        self
+    }
+
+    pub async fn send(self) -> Result<Resp, FetchError> {
+        let bound = self.timeout;
+        tokio::time::timeout(bound, self.exchange())
+            .await
+            .unwrap_or(Err(FetchError::Timeout))
+    }
+
+    async fn exchange(self) -> Result<Resp, FetchError> {
+        let bad_url = || FetchError::BadUrl(self.url.clone());
+        let uri: Uri = self.url.parse().map_err(|_| bad_url())?;
+        let host = uri.host().ok_or_else(bad_url)?.to_string();
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(bad_url()),
+        };
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let authority = uri.authority().ok_or_else(bad_url)?.as_str().to_string();
+        let path = uri
+            .path_and_query()
+            .map(|pq| pq.as_str().to_string())
+            .unwrap_or_else(|| "/".to_string());
+
+        let mut builder = Request::builder().method(self.method.clone()).uri(path);
+        if !self
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("host"))
+        {
+            builder = builder.header(http::header::HOST, authority);
+        }
+        for (name, value) in &self.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(self.body.clone())))
+            .map_err(|_| bad_url())?;
+
+        // IPv6 literals come back bracketed from `Uri::host`.
+        let connect_host = host.trim_start_matches('[').trim_end_matches(']');
+        let tcp = TcpStream::connect((connect_host, port))
+            .await
+            .map_err(FetchError::Connect)?;
+        if !https {
+            return exchange_on(tcp, request).await;
+        }
+        let config = self.tls.clone().ok_or_else(bad_url)?;
+        let name = rustls::pki_types::ServerName::try_from(connect_host.to_string())
+            .map_err(|_| bad_url())?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .map_err(FetchError::Tls)?;
+        exchange_on(tls, request).await
+    }
+}
+
+/// Runs one HTTP/1.1 exchange on `io`, driving the connection in the same
+/// future (no spawned task outlives a timeout or a dropped call).
+async fn exchange_on<IO>(io: IO, request: Request<Full<Bytes>>) -> Result<Resp, FetchError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(FetchError::Http)?;
+    let work = async move {
+        let response = sender.send_request(request).await?;
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await?.to_bytes();
+        Ok::<_, hyper::Error>(Resp {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        })
+    };
+    tokio::pin!(work, conn);
+    tokio::select! {
+        resp = &mut work => resp.map_err(FetchError::Http),
+        done = &mut conn => match done {
+            // The connection finished first; the response is already queued.
+            Ok(()) => work.await.map_err(FetchError::Http),
+            Err(e) => Err(FetchError::Http(e)),
+        },
+    }
+}
+
+/// GET `url` (http only) with extra `headers` on a fresh connection,
+/// bounded by 5 s; panics on any failure.
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> Resp {
+    Req::get(url)
+        .headers(headers)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+/// Writes `contents` to `dir/name` and returns the path.
+pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    path
+}
