@@ -238,18 +238,26 @@ fn summary(path: &Path, config: &Config) -> String {
 
 async fn run_probe(file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let (config, _) = load_for_serving(file.or_else(env_config))?;
-    let probes = config.servers.iter().map(|server| async move {
-        let started = tokio::time::Instant::now();
-        let outcome = ServerProbe::new(server).probe().await;
-        (server, outcome, started.elapsed())
-    });
-    let results = futures_join_all(probes).await;
-    println!(
-        "{:<12} {:<40} {:<6} {:>8}  DETAIL",
-        "SERVER", "URL", "STATE", "TIME"
-    );
+    // All servers at once, so the whole run takes one timeout at most.
+    let mut running = tokio::task::JoinSet::new();
+    for (i, server) in config.servers.iter().enumerate() {
+        let probe = ServerProbe::new(server);
+        running.spawn(async move {
+            let started = tokio::time::Instant::now();
+            let outcome = probe.probe().await;
+            (i, outcome, started.elapsed())
+        });
+    }
+    let mut results = Vec::with_capacity(config.servers.len());
+    while let Some(done) = running.join_next().await {
+        results.push(done.context("a probe task failed")?);
+    }
+    results.sort_by_key(|(i, _, _)| *i);
+
+    println!("{:<12} {:<40} {:<6} {:>8}  DETAIL", "SERVER", "URL", "STATE", "TIME");
     let mut all_up = true;
-    for (server, outcome, took) in results {
+    for (i, outcome, took) in results {
+        let server = &config.servers[i];
         let (state, detail) = match outcome {
             Ok(()) => ("up", "ok".to_owned()),
             Err(e) => {
@@ -270,19 +278,4 @@ async fn run_probe(file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// Runs futures concurrently on this task and collects their outputs in order.
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl Iterator<Item = F>,
-) -> Vec<F::Output> {
-    let mut set = Vec::new();
-    for f in futures {
-        set.push(Box::pin(f));
-    }
-    let mut out = Vec::with_capacity(set.len());
-    for f in set {
-        out.push(f.await);
-    }
-    out
 }

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use serde::Serialize;
@@ -54,8 +54,8 @@ pub async fn handle<B>(gw: &Gateway, req: Request<B>) -> Result<Response<Body>, 
         ),
         "/metrics" => metrics(gw),
         "/status.json" => status_json(gw, &snap).await,
-        _ if path.starts_with("/_/") => not_found(&snap, wants_html(&req)),
-        _ => room(gw, &snap, path, uri.query(), wants_html(&req)).await,
+        _ if path.starts_with("/_/") => not_found(&snap, req.headers()),
+        _ => room(gw, &snap, path, uri.query(), req.headers()).await,
     };
     Ok(resp)
 }
@@ -66,11 +66,11 @@ async fn room(
     snap: &Snapshot,
     path: &str,
     query: Option<&str>,
-    html: bool,
+    headers: &HeaderMap,
 ) -> Response<Body> {
     let Some(name) = room_segment(path) else {
         gw.metrics.not_found.inc();
-        return not_found(snap, html);
+        return not_found(snap, headers);
     };
     match snap.routes.lookup(name) {
         Lookup::Room(room) => {
@@ -108,7 +108,7 @@ async fn room(
         }
         Lookup::NotFound => {
             gw.metrics.not_found.inc();
-            not_found(snap, html)
+            not_found(snap, headers)
         }
     }
 }
@@ -179,9 +179,9 @@ fn links_page<'a>(
 }
 
 /// 404 with the list of rooms: HTML for browsers, text for everyone else.
-fn not_found(snap: &Snapshot, as_html: bool) -> Response<Body> {
+fn not_found(snap: &Snapshot, headers: &HeaderMap) -> Response<Body> {
     let rooms = &snap.routes.rooms;
-    let mut resp = if as_html {
+    let mut resp = if wants_html(headers) {
         let mut body = String::from(
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>No such room</title></head>\
              <body><h1>No such room</h1><p>These rooms exist:</p><ul>",
@@ -210,8 +210,8 @@ fn not_found(snap: &Snapshot, as_html: bool) -> Response<Body> {
 }
 
 /// Whether the client prefers HTML (a browser) over plain text (curl).
-fn wants_html<B>(req: &Request<B>) -> bool {
-    req.headers()
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/html"))

@@ -187,15 +187,21 @@ pub async fn serve(gw: Arc<Gateway>, listener: Listener, shutdown: impl Future<O
 
 /// What the accept loop shares with connection tasks.
 struct Server {
+    /// What requests are answered from.
     gw: Arc<Gateway>,
+    /// hyper's connection settings: timeouts and limits.
     builder: http1::Builder,
+    /// Tracks open connections so that shutdown can drain them.
     graceful: GracefulShutdown,
     /// One permit per open connection: the connection cap.
     slots: Arc<Semaphore>,
 }
 
+/// A new connection from either kind of listener.
 enum Accepted {
+    /// A TCP client and its address.
     Tcp(tokio::net::TcpStream, std::net::SocketAddr),
+    /// A unix socket client (typically the local nginx).
     Unix(tokio::net::UnixStream),
 }
 

@@ -143,15 +143,23 @@ impl ServerHandle {
 
 /// The loop that probes one server.
 struct Prober<P> {
+    /// Key of the results in the cache.
     id: u64,
+    /// Server name, for logs and metrics.
     name: String,
+    /// Timings and thresholds.
     check: Check,
+    /// What a probe does.
     probe: P,
+    /// The up/down hysteresis; owned here, so it has one writer.
     tracker: Tracker,
     /// When the state last changed.
     since: SystemTime,
+    /// Where results are published for every reader.
     cache: Cache<u64, Arc<Health>>,
+    /// Turned true with the first result (readiness, cold-start waits).
     ready: watch::Sender<bool>,
+    /// Probe counts and durations.
     metrics: Arc<Metrics>,
 }
 

@@ -1,0 +1,547 @@
+//! Failover and recovery against stand-in Jitsi servers: every primary fault
+//! turns into a redirect to the backup within the bound that the check
+//! settings promise, and back again; probing stays cheap and off the
+//! request path.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use support::*;
+
+/// The timings of [`two_server_yaml`].
+const INTERVAL: Duration = Duration::from_millis(300);
+const FAST_INTERVAL: Duration = Duration::from_millis(100);
+const TIMEOUT: Duration = Duration::from_millis(200);
+const RISE: u32 = 2;
+const FALL: u32 = 2;
+
+/// Room for scheduling noise on a loaded 2-core CI machine; small against
+/// the bounds, so a gateway that waits for an extra interval still fails.
+const SLACK: Duration = Duration::from_millis(400);
+
+/// Pause between polls of `/Lounge`.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Worst case from a fault to the backup redirect: the fault may start just
+/// after a good probe (one interval), then `fall` failures each take up to a
+/// timeout and are `fast_interval` apart, plus a probe in flight at the flip.
+fn failover_bound() -> Duration {
+    INTERVAL + (FAST_INTERVAL + TIMEOUT) * FALL + TIMEOUT + SLACK
+}
+
+/// Worst case from the repair to the primary redirect: a failing probe in
+/// flight (timeout), the settled interval, then `rise` successes.
+fn recovery_bound() -> Duration {
+    INTERVAL + TIMEOUT + (FAST_INTERVAL + TIMEOUT) * RISE + SLACK
+}
+
+/// The Location of a redirect from `url`, which must be a 302.
+async fn location(url: &str) -> String {
+    let r = get(url, &[]).await;
+    assert_eq!(r.status, 302, "GET {url}: {}", r.body);
+    r.header("location").expect("Location").to_owned()
+}
+
+/// Polls `url` until it redirects to `want`; returns how long that took
+/// from `since`, or `None` if it did not happen within `give_up`.
+async fn wait_location(url: &str, want: &str, since: Instant, give_up: Duration) -> Option<Duration> {
+    loop {
+        if location(url).await == want {
+            return Some(since.elapsed());
+        }
+        if since.elapsed() > give_up {
+            return None;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+async fn status(gate: &Gate) -> Value {
+    let r = get(&gate.url("/status.json"), &[]).await;
+    assert_eq!(r.status, 200);
+    serde_json::from_str(&r.body).expect("status.json is JSON")
+}
+
+/// The `servers[]` entry called `name`.
+fn server<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["servers"]
+        .as_array()
+        .expect("servers array")
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no server {name} in {status}"))
+}
+
+/// Polls /status.json until `name` has `state`; returns that entry.
+async fn wait_state(gate: &Gate, name: &str, state: &str, bound: Duration) -> Value {
+    let start = Instant::now();
+    loop {
+        let s = status(gate).await;
+        let entry = server(&s, name);
+        if entry["state"] == state {
+            return entry.clone();
+        }
+        assert!(
+            start.elapsed() < bound,
+            "{name} not {state} within {bound:?}: {entry}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A two-server config whose primary has its own `check` map (inline YAML,
+/// without braces); the backup has the usual quick test timings.
+fn yaml_with_check(primary: &str, check: &str, backup: &str) -> String {
+    format!(
+        "servers:
+  primary:
+    url: {primary}
+    check: {{ {check} }}
+  backup:
+    url: {backup}
+    check: {{ interval: 300ms, fast_interval: 100ms, timeout: 200ms, rise: 2, fall: 2, xmpp_domain: localhost }}
+defaults:
+  servers: [primary, backup]
+rooms:
+  Lounge: {{}}
+"
+    )
+}
+
+/// Healthy -> `mode` -> Healthy, timing the failover and the recovery.
+async fn flip_and_back(mode: Mode) {
+    let primary = StandIn::http(Mode::Healthy).await;
+    let backup = StandIn::http(Mode::Healthy).await;
+    let gate = Gate::start(&two_server_yaml(&primary.url(), &backup.url(), "")).await;
+    let lounge = gate.url("/Lounge");
+    let on_primary = format!("{}/Lounge", primary.url());
+    let on_backup = format!("{}/Lounge", backup.url());
+    // The first request waits for the first probes (cold start).
+    assert_eq!(location(&lounge).await, on_primary);
+    wait_state(&gate, "backup", "up", Duration::from_secs(2)).await;
+
+    let t0 = Instant::now();
+    primary.set_mode(mode).await;
+    let failover = wait_location(&lounge, &on_backup, t0, failover_bound() * 3)
+        .await
+        .unwrap_or_else(|| panic!("{mode:?}: no failover at all; {:?}", primary.counts()));
+
+    let t1 = Instant::now();
+    primary.set_mode(Mode::Healthy).await;
+    let recovery = wait_location(&lounge, &on_primary, t1, recovery_bound() * 3)
+        .await
+        .unwrap_or_else(|| panic!("{mode:?}: no recovery at all; {:?}", primary.counts()));
+
+    println!(
+        "failover {mode:?}: {} ms (bound {} ms), recovery: {} ms (bound {} ms)",
+        failover.as_millis(),
+        failover_bound().as_millis(),
+        recovery.as_millis(),
+        recovery_bound().as_millis()
+    );
+    assert!(
+        failover <= failover_bound(),
+        "{mode:?}: failover took {failover:?}, bound {:?}",
+        failover_bound()
+    );
+    assert!(
+        recovery <= recovery_bound(),
+        "{mode:?}: recovery took {recovery:?}, bound {:?}",
+        recovery_bound()
+    );
+    gate.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fails_over_when_bosh_is_down() {
+    flip_and_back(Mode::BoshDown).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fails_over_when_connections_are_refused() {
+    flip_and_back(Mode::Refusing).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fails_over_when_the_server_never_answers() {
+    flip_and_back(Mode::BlackHole).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fails_over_on_server_errors() {
+    flip_and_back(Mode::Error500).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_an_unknown_ca_is_down_from_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let served_by = TestCa::new();
+    let trusted = TestCa::new();
+    let primary = StandIn::https(Mode::Healthy, &served_by.localhost_leaf()).await;
+    let backup = StandIn::http(Mode::Healthy).await;
+    let ca_file = trusted.pem_path(dir.path());
+    let extra = format!("    ca_file: {}", ca_file.display());
+    let gate = Gate::start_in(dir, &two_server_yaml(&primary.url(), &backup.url(), &extra)).await;
+    // Already the very first answer goes to the backup: the first probe
+    // fails on the certificate and decides directly.
+    assert_eq!(
+        location(&gate.url("/Lounge")).await,
+        format!("{}/Lounge", backup.url())
+    );
+    let entry = wait_state(&gate, "primary", "down", Duration::from_secs(2)).await;
+    let error = entry["error"].as_str().expect("an error text");
+    println!("unknown CA: {error}");
+    assert!(
+        error.contains("UnknownIssuer") || error.contains("certificate"),
+        "{error}"
+    );
+    // No request got past the handshake.
+    assert_eq!(primary.counts().requests, 0);
+    gate.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_the_ca_in_ca_file_is_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let primary = StandIn::https(Mode::Healthy, &ca.localhost_leaf()).await;
+    let backup = StandIn::http(Mode::Healthy).await;
+    let extra = format!("    ca_file: {}", ca.pem_path(dir.path()).display());
+    let gate = Gate::start_in(dir, &two_server_yaml(&primary.url(), &backup.url(), &extra)).await;
+    assert!(primary.url().starts_with("https://localhost:"));
+    assert_eq!(
+        location(&gate.url("/Lounge")).await,
+        format!("{}/Lounge", primary.url())
+    );
+    wait_state(&gate, "primary", "up", Duration::from_secs(2)).await;
+    assert!(primary.counts().bosh_sessions >= 1);
+    gate.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_do_not_wait_for_a_hanging_probe() {
+    // Long probe timeout so that each probe hangs for a full second.
+    let primary = StandIn::http(Mode::BlackHole).await;
+    let backup = StandIn::http(Mode::Healthy).await;
+    let check = "interval: 1200ms, fast_interval: 500ms, timeout: 1s, rise: 2, fall: 2, xmpp_domain: localhost";
+    let gate = Gate::start(&yaml_with_check(&primary.url(), check, &backup.url())).await;
+    let lounge = gate.url("/Lounge");
+    let on_backup = format!("{}/Lounge", backup.url());
+
+    // After the first result (a timeout) the next probe connects and hangs.
+    wait_state(&gate, "primary", "down", Duration::from_secs(3)).await;
+    let seen = primary.counts().connections;
+    primary
+        .wait_for(Duration::from_secs(3), |c| c.connections > seen)
+        .await
+        .expect("the next probe connects");
+    let hang_started = Instant::now();
+
+    let mut took = Vec::new();
+    for _ in 0..50 {
+        let start = Instant::now();
+        assert_eq!(location(&lounge).await, on_backup);
+        took.push(start.elapsed());
+    }
+    // All of them ran while that probe hung (it hangs for the 1 s timeout).
+    let window = hang_started.elapsed();
+    took.sort();
+    let p50 = took[took.len() / 2];
+    let max = *took.last().unwrap();
+    println!(
+        "during a hanging probe: 50 requests in {} ms, p50 {} us, max {} us",
+        window.as_millis(),
+        p50.as_micros(),
+        max.as_micros()
+    );
+    assert!(
+        window < Duration::from_secs(1),
+        "requests took {window:?}, longer than the hang"
+    );
+    assert!(max < Duration::from_millis(100), "slowest request {max:?}");
+    assert!(p50 < Duration::from_millis(20), "median request {p50:?}");
+    gate.stop().await;
+}
+
+/// Sends `n` GETs of `path` on one kept-alive connection, paced `gap` apart;
+/// returns the Locations seen.
+async fn keep_alive_burst(addr: &str, path: &str, n: usize, gap: Duration) -> Vec<String> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("handshake");
+    let driver = tokio::spawn(conn);
+    let start = tokio::time::Instant::now();
+    let mut seen = Vec::with_capacity(n);
+    for i in 0..n {
+        tokio::time::sleep_until(start + gap * i as u32).await;
+        let req = Request::get(path)
+            .header("host", addr)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = sender.send_request(req).await.expect("request");
+        assert_eq!(resp.status(), 302);
+        let loc = resp.headers()["location"].to_str().unwrap().to_owned();
+        resp.into_body().collect().await.expect("body");
+        seen.push(loc);
+    }
+    drop(sender);
+    let _ = driver.await;
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_do_not_multiply_with_traffic() {
+    let primary = StandIn::http(Mode::Healthy).await;
+    let backup = StandIn::http(Mode::Healthy).await;
+    let gate = Gate::start(&two_server_yaml(&primary.url(), &backup.url(), "")).await;
+    let on_primary = format!("{}/Lounge", primary.url());
+    assert_eq!(location(&gate.url("/Lounge")).await, on_primary);
+
+    let addr = gate.base.trim_start_matches("http://").to_owned();
+    let (before_p, before_b) = (primary.counts(), backup.counts());
+    let start = Instant::now();
+    // 16 connections x 125 requests, 8 ms apart: 2000 requests over ~1 s.
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let addr = addr.clone();
+            tokio::spawn(async move {
+                keep_alive_burst(&addr, "/Lounge", 125, Duration::from_millis(8)).await
+            })
+        })
+        .collect();
+    let mut answered = 0;
+    for task in tasks {
+        let seen = task.await.expect("burst task");
+        assert!(seen.iter().all(|l| *l == on_primary));
+        answered += seen.len();
+    }
+    let run = start.elapsed();
+    let (after_p, after_b) = (primary.counts(), backup.counts());
+    let creates_p = after_p.bosh_creates - before_p.bosh_creates;
+    let creates_b = after_b.bosh_creates - before_b.bosh_creates;
+    let bound = (run.as_secs_f64() / INTERVAL.as_secs_f64()).floor() as u64 + 2;
+    println!(
+        "probe load: {answered} requests in {} ms; BOSH creates primary {creates_p}, backup {creates_b} (bound {bound})",
+        run.as_millis()
+    );
+    assert_eq!(answered, 2000);
+    for (name, creates) in [("primary", creates_p), ("backup", creates_b)] {
+        assert!(
+            (1..=bound).contains(&creates),
+            "{name}: {creates} creates in {run:?}, bound 1..={bound}"
+        );
+    }
+    gate.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bosh_probe_ends_its_session() {
+    let primary = StandIn::http(Mode::Healthy).await;
+    let backup = StandIn::http(Mode::Healthy).await;
+    let gate = Gate::start(&two_server_yaml(&primary.url(), &backup.url(), "")).await;
+    // Every create is followed by its terminate: wait for a moment where
+    // they match after at least two probes.
+    let counts = primary
+        .wait_for(Duration::from_secs(3), |c| {
+            c.bosh_creates >= 2 && c.bosh_terminates == c.bosh_creates
+        })
+        .await
+        .unwrap_or_else(|c| panic!("terminates do not follow creates: {c:?}"));
+    assert_eq!(counts.bosh_sessions, counts.bosh_creates);
+    // At most the session of a probe in flight is open.
+    assert!(primary.open_sessions() <= 1);
+    let terminate = primary
+        .recent_requests()
+        .into_iter()
+        .find(|r| r.body.contains("type='terminate'"))
+        .expect("a terminate request");
+    assert!(terminate.path.ends_with("/http-bind"));
+    assert!(terminate.body.contains("sid='standin"), "{}", terminate.body);
+    gate.stop().await;
+}
+
+/// A primary that answers BOSH wrongly from the start is down, and says why.
+async fn down_with_reason(mode: Mode, reason: &str) {
+    let primary = StandIn::http(mode).await;
+    let backup = StandIn::http(Mode::Healthy).await;
+    let gate = Gate::start(&two_server_yaml(&primary.url(), &backup.url(), "")).await;
+    assert_eq!(
+        location(&gate.url("/Lounge")).await,
+        format!("{}/Lounge", backup.url())
+    );
+    let entry = wait_state(&gate, "primary", "down", Duration::from_secs(2)).await;
+    let error = entry["error"].as_str().expect("error text");
+    assert!(error.contains(reason), "{mode:?}: {error}");
+    // It got as far as asking for a session.
+    assert!(primary.counts().bosh_creates >= 1);
+    gate.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_unknown_is_down() {
+    down_with_reason(Mode::HostUnknown, "host-unknown").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintenance_page_on_bosh_is_down() {
+    down_with_reason(Mode::WrongBody, "maintenance").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_kind_checks_status() {
+    let primary = StandIn::http(Mode::Healthy).await;
+    let backup = StandIn::http(Mode::Healthy).await;
+    let check = "kind: http, path: /config.js, expect_status: 200, interval: 300ms, fast_interval: 100ms, timeout: 200ms";
+    let gate = Gate::start(&yaml_with_check(&primary.url(), check, &backup.url())).await;
+    let lounge = gate.url("/Lounge");
+    assert_eq!(
+        location(&lounge).await,
+        format!("{}/Lounge", primary.url())
+    );
+    assert!(primary.counts().config_js >= 1);
+    // An http check never opens BOSH sessions.
+    assert_eq!(primary.counts().bosh_creates, 0);
+
+    let t0 = Instant::now();
+    primary.set_mode(Mode::Error500).await;
+    let took = wait_location(&lounge, &format!("{}/Lounge", backup.url()), t0, failover_bound() * 3)
+        .await
+        .expect("fails over on 500");
+    assert!(took <= failover_bound(), "{took:?}");
+    let entry = wait_state(&gate, "primary", "down", Duration::from_secs(1)).await;
+    let error = entry["error"].as_str().unwrap();
+    assert!(error.contains("/config.js answered 500"), "{error}");
+    gate.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_kind_checks_body_text() {
+    let primary = StandIn::http(Mode::Healthy).await;
+    let backup = StandIn::http(Mode::Healthy).await;
+    let timing = "interval: 300ms, fast_interval: 100ms, timeout: 200ms";
+
+    let found = format!("kind: http, path: /config.js, expect_status: 200-399, body_contains: 'bosh:', {timing}");
+    let gate = Gate::start(&yaml_with_check(&primary.url(), &found, &backup.url())).await;
+    assert_eq!(
+        location(&gate.url("/Lounge")).await,
+        format!("{}/Lounge", primary.url())
+    );
+    gate.stop().await;
+
+    let missing = format!("kind: http, path: /config.js, body_contains: 'no such text', {timing}");
+    let gate = Gate::start(&yaml_with_check(&primary.url(), &missing, &backup.url())).await;
+    assert_eq!(
+        location(&gate.url("/Lounge")).await,
+        format!("{}/Lounge", backup.url())
+    );
+    let entry = wait_state(&gate, "primary", "down", Duration::from_secs(1)).await;
+    let error = entry["error"].as_str().unwrap();
+    assert!(error.contains("without the expected text"), "{error}");
+    gate.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_url_with_a_path_prefix_works() {
+    let primary = StandIn::builder().prefix("/jitsi").start().await;
+    let backup = StandIn::http(Mode::Healthy).await;
+    assert!(primary.url().ends_with("/jitsi"));
+    let gate = Gate::start(&two_server_yaml(&primary.url(), &backup.url(), "")).await;
+    // The stand-in answers 404 outside its prefix, so "up" means every
+    // probe request carried the prefix.
+    assert_eq!(
+        location(&gate.url("/Lounge")).await,
+        format!("{}/Lounge", primary.url())
+    );
+    wait_state(&gate, "primary", "up", Duration::from_secs(1)).await;
+    let recent = primary.recent_requests();
+    assert!(!recent.is_empty());
+    for r in &recent {
+        assert!(r.path.starts_with("/jitsi/"), "{}", r.path);
+    }
+    assert!(primary.counts().bosh_sessions >= 1);
+    gate.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_failed_probe_does_not_fail_over() {
+    let primary = StandIn::http(Mode::Healthy).await;
+    let backup = StandIn::http(Mode::Healthy).await;
+    // fall 3: one failure must not move anyone.
+    let check = "interval: 300ms, fast_interval: 100ms, timeout: 200ms, rise: 2, fall: 3, xmpp_domain: localhost";
+    let gate = Gate::start(&yaml_with_check(&primary.url(), check, &backup.url())).await;
+    let lounge = gate.url("/Lounge");
+    let on_primary = format!("{}/Lounge", primary.url());
+    assert_eq!(location(&lounge).await, on_primary);
+
+    // Flip right after a probe has finished, so that the next probe (one
+    // interval away) is the first to see the fault.
+    let done = primary.counts().bosh_terminates;
+    primary
+        .wait_for_terminates(done + 1, Duration::from_secs(2))
+        .await
+        .expect("a healthy probe finishes");
+    primary.set_mode(Mode::BoshDown).await;
+    let before = primary.counts();
+    assert_eq!(
+        before.bosh_creates, before.bosh_terminates,
+        "a probe was in flight at the flip"
+    );
+    // Exactly one failed create, then repair at once.
+    let failed = primary
+        .wait_for_creates(before.bosh_creates + 1, Duration::from_secs(2))
+        .await
+        .expect("the next probe asks for a session");
+    primary.set_mode(Mode::Healthy).await;
+    assert_eq!(failed.bosh_sessions, before.bosh_sessions, "that create failed");
+    assert_eq!(primary.counts().bosh_creates, before.bosh_creates + 1);
+
+    // The failure was recorded, and the state held.
+    let start = Instant::now();
+    while failed_probes(&gate).await < 1 {
+        assert!(start.elapsed() < Duration::from_secs(2), "failure not recorded");
+        tokio::time::sleep(POLL).await;
+    }
+    let entry = server(&status(&gate).await, "primary").clone();
+    assert_eq!(entry["state"], "up", "{entry}");
+
+    // Through the confirming probe and the next settled one, every answer
+    // stays on the primary.
+    let target = before.bosh_sessions + 2;
+    let start = Instant::now();
+    while primary.counts().bosh_sessions < target {
+        assert_eq!(location(&lounge).await, on_primary);
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "no healthy probes after the repair: {:?}",
+            primary.counts()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    assert_eq!(location(&lounge).await, on_primary);
+    assert_eq!(failed_probes(&gate).await, 1);
+    let entry = server(&status(&gate).await, "primary").clone();
+    assert_eq!(entry["state"], "up", "{entry}");
+    gate.stop().await;
+}
+
+/// Failed probes of the primary so far, from /metrics.
+async fn failed_probes(gate: &Gate) -> u64 {
+    let r = get(&gate.url("/metrics"), &[]).await;
+    r.body
+        .lines()
+        .find(|l| {
+            l.starts_with("roomgate_probes_total{")
+                && l.contains("server=\"primary\"")
+                && l.contains("result=\"failure\"")
+        })
+        .map_or(0, |l| {
+            l.rsplit(' ').next().unwrap().parse().expect("a count")
+        })
+}
