@@ -254,7 +254,10 @@ async fn run_probe(file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     }
     results.sort_by_key(|(i, _, _)| *i);
 
-    println!("{:<12} {:<40} {:<6} {:>8}  DETAIL", "SERVER", "URL", "STATE", "TIME");
+    println!(
+        "{:<12} {:<40} {:<6} {:>8}  DETAIL",
+        "SERVER", "URL", "STATE", "TIME"
+    );
     let mut all_up = true;
     for (i, outcome, took) in results {
         let server = &config.servers[i];

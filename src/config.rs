@@ -281,7 +281,7 @@ impl Config {
 
 /// Turns a serde_yaml error into `file:line:column: message`.
 fn invalid(file: &str, text: &str, err: serde_yaml::Error) -> ConfigError {
-    let (line, column) = match err.location() {
+    let (line, column) = match err.location().filter(|_| !text.trim().is_empty()) {
         Some(loc) => (loc.line(), loc.column()),
         // Errors without a mark are about the document as a whole.
         None => (1, 1),
@@ -347,16 +347,17 @@ fn in_context<T: Default>(f: impl FnOnce(&mut Context) -> T) -> T {
 
 /// First pass: the server names and nothing else.
 #[derive(Deserialize)]
+#[serde(expecting = "a mapping with a `servers:` section")]
 struct ServerNames {
     servers: IndexMap<String, IgnoredAny>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping with a `servers:` section")]
 struct RawFile {
     #[serde(default)]
     site: Option<Site>,
-    servers: IndexMap<ServerName, RawServer>,
+    servers: ServerMap,
     #[serde(default)]
     defaults: Option<RawDefaults>,
     #[serde(default)]
@@ -381,7 +382,7 @@ struct RawServer {
 #[serde(deny_unknown_fields)]
 struct RawDefaults {
     #[serde(default)]
-    servers: Option<ServerList>,
+    servers: Option<ServerList<false>>,
     #[serde(default)]
     redirect_status: Option<RedirectStatus>,
     #[serde(default)]
@@ -394,7 +395,7 @@ struct RawUnlisted {
     #[serde(default)]
     allow: bool,
     #[serde(default)]
-    servers: Option<ServerList>,
+    servers: Option<ServerList<false>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -405,7 +406,7 @@ struct RawRoom {
     #[serde(default)]
     aliases: Vec<AliasName>,
     #[serde(default)]
-    servers: Option<ServerList>,
+    servers: Option<ServerList<true>>,
 }
 
 impl RawFile {
@@ -414,6 +415,7 @@ impl RawFile {
     fn resolve(self) -> Config {
         let servers: Vec<Server> = self
             .servers
+            .0
             .into_iter()
             .map(|(name, raw)| {
                 let url = raw.url;
@@ -520,7 +522,7 @@ where
             self.visit_str(&v.to_string())
         }
     }
-    d.deserialize_any(V { expecting, check })
+    d.deserialize_str(V { expecting, check })
 }
 
 /// Checks the shape shared by room names, aliases and server names.
@@ -652,6 +654,12 @@ impl<'de> Deserialize<'de> for ServerRef {
                     room: None,
                 })
             }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ServerRef, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ServerRef, E> {
+                self.visit_str(&v.to_string())
+            }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ServerRef, A::Error> {
                 let (mut server, mut room) = (None, None);
                 while let Some(key) = map.next_key::<String>()? {
@@ -689,20 +697,28 @@ impl<'de> Deserialize<'de> for RemoteRoomName {
     }
 }
 
-/// A non-empty list of servers, each at most once.
-struct ServerList(Vec<ServerRef>);
+/// A non-empty list of servers, each at most once. Only a room's own list
+/// may rename the room on a server (`RENAME`): in `defaults` or `unlisted` a
+/// rename would send every room to that one remote room.
+struct ServerList<const RENAME: bool>(Vec<ServerRef>);
 
-impl<'de> Deserialize<'de> for ServerList {
+impl<'de, const RENAME: bool> Deserialize<'de> for ServerList<RENAME> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = ServerList;
+        struct V<const RENAME: bool>;
+        impl<'de, const RENAME: bool> Visitor<'de> for V<RENAME> {
+            type Value = ServerList<RENAME>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a list of server names")
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ServerList, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut list: Vec<ServerRef> = Vec::new();
                 while let Some(entry) = seq.next_element::<ServerRef>()? {
+                    if !RENAME && entry.room.is_some() {
+                        return Err(de::Error::custom(format!(
+                            "`room:` renames a room on server `{}` and belongs in a room's own `servers:` list, not here",
+                            entry.server
+                        )));
+                    }
                     if list.iter().any(|r| r.server == entry.server) {
                         return Err(de::Error::custom(format!(
                             "server `{}` is listed twice",
@@ -717,7 +733,36 @@ impl<'de> Deserialize<'de> for ServerList {
                 Ok(ServerList(list))
             }
         }
-        d.deserialize_seq(V)
+        d.deserialize_seq(V::<RENAME>)
+    }
+}
+
+/// The `servers:` mapping: at least one server.
+struct ServerMap(IndexMap<ServerName, RawServer>);
+
+impl<'de> Deserialize<'de> for ServerMap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ServerMap;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping of server names to servers")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ServerMap, A::Error> {
+                let mut servers = IndexMap::new();
+                while let Some((name, server)) = map.next_entry::<ServerName, RawServer>()? {
+                    servers.insert(name, server);
+                }
+                if servers.is_empty() {
+                    return Err(de::Error::custom("`servers:` needs at least one server"));
+                }
+                Ok(ServerMap(servers))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<ServerMap, E> {
+                Err(E::custom("`servers:` needs at least one server"))
+            }
+        }
+        d.deserialize_map(V)
     }
 }
 
@@ -820,7 +865,9 @@ impl<'de> Deserialize<'de> for StatusRange {
         checked_str(d, "a status like 200 or a range like 200-399", |text| {
             let status = |s: &str| match s.trim().parse::<u16>() {
                 Ok(n) if (100..=599).contains(&n) => Ok(n),
-                _ => Err(format!("`{s}` is not an HTTP status (100 to 599)")),
+                _ => Err(format!(
+                    "`{text}` is not an HTTP status (100 to 599) or a range like 200-399"
+                )),
             };
             let range = match text.split_once('-') {
                 Some((lo, hi)) => StatusRange {

@@ -24,7 +24,10 @@ pub fn choose(states: &[State], when_all_down: WhenAllDown) -> Choice {
         return Choice::Target(i);
     }
     match when_all_down {
-        WhenAllDown::First => Choice::Target(0),
+        // A room always has a server (config validation); an empty list
+        // still must not index out of bounds.
+        WhenAllDown::First if !states.is_empty() => Choice::Target(0),
+        WhenAllDown::First => Choice::AllDownPage,
         WhenAllDown::Page => Choice::AllDownPage,
     }
 }
@@ -54,6 +57,12 @@ mod tests {
         for (states, policy, expected) in cases {
             assert_eq!(choose(&states, policy), expected, "{states:?} {policy:?}");
         }
+    }
+
+    #[test]
+    fn no_servers_is_never_an_index() {
+        assert_eq!(choose(&[], First), Choice::AllDownPage);
+        assert_eq!(choose(&[], Page), Choice::AllDownPage);
     }
 
     #[test]

@@ -177,8 +177,8 @@ impl Gateway {
         snap: &Snapshot,
         servers: impl Iterator<Item = usize> + Clone,
         states: &mut [State],
+        deadline: tokio::time::Instant,
     ) {
-        let deadline = tokio::time::Instant::now() + COLD_START_WAIT;
         for i in servers.clone() {
             let handle = &snap.servers[i];
             if !handle.is_ready() {
@@ -196,6 +196,18 @@ impl Gateway {
         snap: &Snapshot,
         servers: impl ExactSizeIterator<Item = usize> + Clone,
     ) -> Choice {
+        let deadline = tokio::time::Instant::now() + COLD_START_WAIT;
+        self.choose_by(snap, servers, deadline).await
+    }
+
+    /// Like [`Gateway::choose`], waiting at cold start at most until
+    /// `deadline`, so a request that resolves many rooms waits once.
+    pub async fn choose_by(
+        &self,
+        snap: &Snapshot,
+        servers: impl ExactSizeIterator<Item = usize> + Clone,
+        deadline: tokio::time::Instant,
+    ) -> Choice {
         let n = servers.len();
         let mut inline = [State::Unknown; INLINE_TARGETS];
         let mut heap = Vec::new();
@@ -205,7 +217,7 @@ impl Gateway {
             heap.resize(n, State::Unknown);
             &mut heap
         };
-        self.states_into(snap, servers, states).await;
+        self.states_into(snap, servers, states, deadline).await;
         choose(states, snap.routes.when_all_down)
     }
 }

@@ -277,8 +277,12 @@ async fn status<'a>(
         })
         .collect();
     let mut rooms = Vec::with_capacity(snap.routes.rooms.len());
+    // One cold-start bound for the whole page, not one per room.
+    let deadline = tokio::time::Instant::now() + crate::gateway::COLD_START_WAIT;
     for room in &snap.routes.rooms {
-        let choice = gw.choose(snap, room.targets.iter().map(|t| t.server)).await;
+        let choice = gw
+            .choose_by(snap, room.targets.iter().map(|t| t.server), deadline)
+            .await;
         let (target, server, fallback) = match choice {
             Choice::Target(i) => {
                 let t = &room.targets[i];

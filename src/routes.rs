@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::HeaderValue;
 use prometheus_client::metrics::counter::Counter;
 
-use crate::config::{Config, WhenAllDown, MAX_NAME_LEN};
+use crate::config::{Config, WhenAllDown, MAX_NAME_LEN, RESERVED_NAMES};
 use crate::metrics::{Metrics, RoomLabels};
 
 /// Metric label for all unlisted rooms together: requested names are
@@ -183,13 +183,15 @@ pub fn room_segment(path: &str) -> Option<&str> {
 }
 
 /// Unlisted rooms are held to `[A-Za-z0-9_-]{1,64}`: no dots, so no `..`,
-/// and nothing that needs encoding.
+/// and nothing that needs encoding. The gateway's own path names are not
+/// rooms in any spelling (`/HEALTHZ` must not become a Jitsi room).
 pub fn is_unlisted_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && !RESERVED_NAMES.iter().any(|r| r.eq_ignore_ascii_case(name))
 }
 
 /// `base/room`, plus `?query` when the request had one. The query is passed
@@ -311,7 +313,7 @@ rooms:
         ));
         assert_eq!(name(open.lookup("Elsewhere")), "unlisted:Elsewhere");
         assert_eq!(name(open.lookup("lounge")), "Lounge");
-        for bad in ["a.b", "..", "a%2F", "a b", "ä", &"x".repeat(65)] {
+        for bad in ["a.b", "..", "a%2F", "a b", "ä", &"x".repeat(65), "HEALTHZ", "Metrics", "_"] {
             assert_eq!(name(open.lookup(bad)), "404", "{bad}");
         }
         assert_eq!(

@@ -50,7 +50,12 @@ async fn location(url: &str) -> String {
 
 /// Polls `url` until it redirects to `want`; returns how long that took
 /// from `since`, or `None` if it did not happen within `give_up`.
-async fn wait_location(url: &str, want: &str, since: Instant, give_up: Duration) -> Option<Duration> {
+async fn wait_location(
+    url: &str,
+    want: &str,
+    since: Instant,
+    give_up: Duration,
+) -> Option<Duration> {
     loop {
         if location(url).await == want {
             return Some(since.elapsed());
@@ -363,7 +368,11 @@ async fn the_bosh_probe_ends_its_session() {
         .find(|r| r.body.contains("type='terminate'"))
         .expect("a terminate request");
     assert!(terminate.path.ends_with("/http-bind"));
-    assert!(terminate.body.contains("sid='standin"), "{}", terminate.body);
+    assert!(
+        terminate.body.contains("sid='standin"),
+        "{}",
+        terminate.body
+    );
     gate.stop().await;
 }
 
@@ -401,19 +410,21 @@ async fn http_kind_checks_status() {
     let check = "kind: http, path: /config.js, expect_status: 200, interval: 300ms, fast_interval: 100ms, timeout: 200ms";
     let gate = Gate::start(&yaml_with_check(&primary.url(), check, &backup.url())).await;
     let lounge = gate.url("/Lounge");
-    assert_eq!(
-        location(&lounge).await,
-        format!("{}/Lounge", primary.url())
-    );
+    assert_eq!(location(&lounge).await, format!("{}/Lounge", primary.url()));
     assert!(primary.counts().config_js >= 1);
     // An http check never opens BOSH sessions.
     assert_eq!(primary.counts().bosh_creates, 0);
 
     let t0 = Instant::now();
     primary.set_mode(Mode::Error500).await;
-    let took = wait_location(&lounge, &format!("{}/Lounge", backup.url()), t0, failover_bound() * 3)
-        .await
-        .expect("fails over on 500");
+    let took = wait_location(
+        &lounge,
+        &format!("{}/Lounge", backup.url()),
+        t0,
+        failover_bound() * 3,
+    )
+    .await
+    .expect("fails over on 500");
     assert!(took <= failover_bound(), "{took:?}");
     let entry = wait_state(&gate, "primary", "down", Duration::from_secs(1)).await;
     let error = entry["error"].as_str().unwrap();
@@ -427,7 +438,9 @@ async fn http_kind_checks_body_text() {
     let backup = StandIn::http(Mode::Healthy).await;
     let timing = "interval: 300ms, fast_interval: 100ms, timeout: 200ms";
 
-    let found = format!("kind: http, path: /config.js, expect_status: 200-399, body_contains: 'bosh:', {timing}");
+    let found = format!(
+        "kind: http, path: /config.js, expect_status: 200-399, body_contains: 'bosh:', {timing}"
+    );
     let gate = Gate::start(&yaml_with_check(&primary.url(), &found, &backup.url())).await;
     assert_eq!(
         location(&gate.url("/Lounge")).await,
@@ -499,13 +512,19 @@ async fn a_single_failed_probe_does_not_fail_over() {
         .await
         .expect("the next probe asks for a session");
     primary.set_mode(Mode::Healthy).await;
-    assert_eq!(failed.bosh_sessions, before.bosh_sessions, "that create failed");
+    assert_eq!(
+        failed.bosh_sessions, before.bosh_sessions,
+        "that create failed"
+    );
     assert_eq!(primary.counts().bosh_creates, before.bosh_creates + 1);
 
     // The failure was recorded, and the state held.
     let start = Instant::now();
     while failed_probes(&gate).await < 1 {
-        assert!(start.elapsed() < Duration::from_secs(2), "failure not recorded");
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "failure not recorded"
+        );
         tokio::time::sleep(POLL).await;
     }
     let entry = server(&status(&gate).await, "primary").clone();

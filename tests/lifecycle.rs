@@ -1,0 +1,409 @@
+//! The real binary's life: reloads on SIGHUP, graceful stops on SIGTERM and
+//! SIGINT, and listening on a unix socket.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use support::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Bound on a clean exit after SIGTERM/SIGINT once nothing is in flight.
+const EXIT_BOUND: Duration = Duration::from_secs(5);
+
+async fn status(url: &str) -> Value {
+    let r = get(url, &[]).await;
+    assert_eq!(r.status, 200);
+    serde_json::from_str(&r.body).expect("status.json is JSON")
+}
+
+fn server<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["servers"]
+        .as_array()
+        .expect("servers array")
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no server {name} in {status}"))
+}
+
+async fn location(url: &str) -> String {
+    let r = get(url, &[]).await;
+    assert_eq!(r.status, 302, "GET {url}: {}", r.body);
+    r.header("location").expect("Location").to_owned()
+}
+
+/// Whether `line` names `file` followed by `:LINE:COLUMN:`.
+fn names_position(line: &str, file: &str) -> bool {
+    let Some(at) = line.find(&format!("{file}:")) else {
+        return false;
+    };
+    let mut parts = line[at + file.len() + 1..].splitn(3, ':');
+    let (Some(l), Some(c), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    l.parse::<u32>().is_ok() && c.parse::<u32>().is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_keeps_the_running_config_on_error_and_the_health_state_on_success() {
+    let primary = StandIn::http(Mode::Healthy).await;
+    let backup = StandIn::http(Mode::Healthy).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = two_server_yaml(&primary.url(), &backup.url(), "");
+    let config = write_file(dir.path(), "routes.yaml", &yaml);
+    let mut gate = GateProcess::start(&config, dir.path()).await;
+    let on_primary = format!("{}/Lounge", primary.url());
+    assert_eq!(location(&gate.url("/Lounge")).await, on_primary);
+    let before = status(&gate.url("/status.json")).await;
+    let since = server(&before, "primary")["since"]
+        .as_str()
+        .expect("since")
+        .to_owned();
+    assert_eq!(server(&before, "primary")["state"], "up");
+    // `since` has whole seconds; let the clock pass into the next one, so
+    // that a prober started afresh would show a different `since`.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string() == since {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A broken file: logged with its position, the running config stays.
+    std::fs::write(&config, "servers:\n  primary: [unclosed\nrooms: {\n").unwrap();
+    let skip = gate.log_len();
+    gate.signal("HUP");
+    let line = gate
+        .wait_log_after(skip, "reload failed", Duration::from_secs(3))
+        .await
+        .unwrap_or_else(|| panic!("no reload error logged:\n{}", gate.log_text()));
+    assert!(
+        names_position(&line, &config.display().to_string()),
+        "no file:line:column in {line:?}"
+    );
+    assert_eq!(location(&gate.url("/Lounge")).await, on_primary);
+    let after = status(&gate.url("/status.json")).await;
+    assert_eq!(server(&after, "primary")["state"], "up", "{after}");
+    assert_eq!(server(&after, "primary")["since"], since.as_str());
+
+    // A valid file with one more room and the same servers.
+    let changed = format!("{yaml}  Kitchen:\n    description: new\n");
+    std::fs::write(&config, changed).unwrap();
+    let skip = gate.log_len();
+    gate.signal("HUP");
+    let line = gate
+        .wait_log_after(skip, "config reloaded", Duration::from_secs(3))
+        .await
+        .unwrap_or_else(|| panic!("no reload logged:\n{}", gate.log_text()));
+    assert!(
+        line.contains("(2 kept their health state)"),
+        "servers not kept: {line}"
+    );
+    assert_eq!(
+        location(&gate.url("/Kitchen")).await,
+        format!("{}/Kitchen", primary.url())
+    );
+    // Kept, not re-probed from unknown: same `since`, still up, and that
+    // stays so over the next probes.
+    let creates = primary.counts().bosh_creates;
+    primary
+        .wait_for_creates(creates + 2, Duration::from_secs(2))
+        .await
+        .expect("probes go on");
+    let after = status(&gate.url("/status.json")).await;
+    assert_eq!(server(&after, "primary")["state"], "up", "{after}");
+    assert_eq!(
+        server(&after, "primary")["since"],
+        since.as_str(),
+        "{after}"
+    );
+    assert_eq!(server(&after, "backup")["state"], "up", "{after}");
+
+    gate.signal("TERM");
+    let exit = gate.wait_exit(EXIT_BOUND).await.expect("exits");
+    assert!(exit.success(), "{exit:?}");
+}
+
+/// `roomgate_open_connections` from /metrics (this request's own included).
+async fn open_connections(gate: &GateProcess) -> u64 {
+    let r = get(&gate.url("/metrics"), &[]).await;
+    r.body
+        .lines()
+        .find_map(|l| l.strip_prefix("roomgate_open_connections "))
+        .expect("open connections gauge")
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_request_in_flight_finish() {
+    // The primary swallows probes, so the first request waits in the
+    // cold-start wait (1.5 s) for a result that does not come in time: a
+    // request in flight for as long as we need.
+    let primary = StandIn::http(Mode::BlackHole).await;
+    let backup = StandIn::http(Mode::Healthy).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "servers:
+  primary:
+    url: {}
+    check: {{ interval: 20s, timeout: 10s, xmpp_domain: localhost }}
+  backup:
+    url: {}
+    check: {{ xmpp_domain: localhost }}
+rooms:
+  Lounge: {{}}
+",
+        primary.url(),
+        backup.url()
+    );
+    let config = write_file(dir.path(), "routes.yaml", &yaml);
+    let mut gate = GateProcess::start(&config, dir.path()).await;
+    let addr = gate.base.trim_start_matches("http://").to_owned();
+
+    let started = Instant::now();
+    let in_flight = tokio::spawn(
+        Req::get(&gate.url("/Lounge"))
+            .timeout(Duration::from_secs(10))
+            .send(),
+    );
+    // Wait until roomgate has accepted it: two open connections, the
+    // waiting one and the one asking.
+    while open_connections(&gate).await < 2 {
+        assert!(started.elapsed() < Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    gate.signal("TERM");
+    gate.wait_log("shutting down", Duration::from_secs(1))
+        .await
+        .unwrap_or_else(|| panic!("no shutdown logged:\n{}", gate.log_text()));
+    // New connections are refused while the old request is still running.
+    let err = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect_err("connect after SIGTERM must fail");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    assert!(
+        !in_flight.is_finished(),
+        "the request ended before the test could stop roomgate"
+    );
+
+    let resp = in_flight
+        .await
+        .unwrap()
+        .expect("the request in flight is answered");
+    assert_eq!(resp.status, 302);
+    assert_eq!(
+        resp.header("location").unwrap(),
+        format!("{}/Lounge", backup.url())
+    );
+    let exit = gate
+        .wait_exit(EXIT_BOUND)
+        .await
+        .expect("exits after draining");
+    assert!(exit.success(), "{exit:?}\n{}", gate.log_text());
+    println!(
+        "request in flight answered and process exited {} ms after the request",
+        started.elapsed().as_millis()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_exits_cleanly() {
+    let primary = StandIn::http(Mode::Healthy).await;
+    let backup = StandIn::http(Mode::Healthy).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_file(
+        dir.path(),
+        "routes.yaml",
+        &two_server_yaml(&primary.url(), &backup.url(), ""),
+    );
+    let mut gate = GateProcess::start(&config, dir.path()).await;
+    assert_eq!(
+        location(&gate.url("/Lounge")).await,
+        format!("{}/Lounge", primary.url())
+    );
+    gate.signal("INT");
+    let exit = gate.wait_exit(EXIT_BOUND).await.expect("exits");
+    assert_eq!(exit.code(), Some(0), "{}", gate.log_text());
+    assert!(gate.log_text().contains("SIGINT"));
+}
+
+/// The real binary serving on a unix socket; its stderr lines are kept.
+struct UnixGate {
+    child: tokio::process::Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl UnixGate {
+    fn spawn(config: &Path, socket: &Path) -> UnixGate {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_roomgate"))
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .arg("--listen")
+            .arg(format!("unix:{}", socket.display()))
+            .current_dir(config.parent().unwrap())
+            .env("RUST_LOG", "info")
+            .env_remove("ROOMGATE_CONFIG")
+            .env_remove("ROOMGATE_LISTEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn roomgate");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        UnixGate { child, log }
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits until a log line contains `needle`, or the process exits.
+    async fn wait_log(&mut self, needle: &str, bound: Duration) -> bool {
+        let deadline = Instant::now() + bound;
+        while Instant::now() < deadline {
+            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{name} {pid}");
+    }
+
+    async fn wait_exit(&mut self, bound: Duration) -> std::process::ExitStatus {
+        let status = tokio::time::timeout(bound, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("no exit within {bound:?}:\n{}", self.log_text()))
+            .expect("wait");
+        // Let the log reader catch the last lines.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        status
+    }
+}
+
+/// GET `path` over the unix socket at `socket`; returns status and Location.
+async fn get_unix(socket: &Path, path: &str) -> (u16, Option<String>) {
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .expect("connect to the unix socket");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    let driver = tokio::spawn(conn);
+    let req = Request::get(path)
+        .header("host", "roomgate.test")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
+        .await
+        .expect("answer in time")
+        .expect("response");
+    let status = resp.status().as_u16();
+    let location = resp
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_owned());
+    resp.into_body().collect().await.expect("body");
+    drop(sender);
+    let _ = driver.await;
+    (status, location)
+}
+
+async fn unix_setup() -> (StandIn, StandIn, tempfile::TempDir, PathBuf, PathBuf) {
+    let primary = StandIn::http(Mode::Healthy).await;
+    let backup = StandIn::http(Mode::Healthy).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_file(
+        dir.path(),
+        "routes.yaml",
+        &two_server_yaml(&primary.url(), &backup.url(), ""),
+    );
+    let socket = dir.path().join("rg.sock");
+    (primary, backup, dir, config, socket)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_on_a_unix_socket_and_removes_it_on_exit() {
+    let (primary, _backup, _dir, config, socket) = unix_setup().await;
+    let mut gate = UnixGate::spawn(&config, &socket);
+    assert!(
+        gate.wait_log("listening on unix:", Duration::from_secs(10))
+            .await,
+        "{}",
+        gate.log_text()
+    );
+    let (status, location) = get_unix(&socket, "/Lounge").await;
+    assert_eq!(status, 302);
+    assert_eq!(location.unwrap(), format!("{}/Lounge", primary.url()));
+    assert_eq!(get_unix(&socket, "/healthz").await.0, 200);
+
+    gate.signal("TERM");
+    assert!(gate.wait_exit(EXIT_BOUND).await.success());
+    assert!(!socket.exists(), "socket file left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_unix_socket_is_replaced() {
+    let (primary, _backup, _dir, config, socket) = unix_setup().await;
+    // A socket file whose listener is gone, as a crash leaves it.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+    let mut gate = UnixGate::spawn(&config, &socket);
+    assert!(
+        gate.wait_log("listening on unix:", Duration::from_secs(10))
+            .await,
+        "{}",
+        gate.log_text()
+    );
+    assert!(gate.log_text().contains("removing stale socket"));
+    let (status, location) = get_unix(&socket, "/Lounge").await;
+    assert_eq!(status, 302);
+    assert_eq!(location.unwrap(), format!("{}/Lounge", primary.url()));
+    gate.signal("TERM");
+    assert!(gate.wait_exit(EXIT_BOUND).await.success());
+    assert!(!socket.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unix_socket_in_use_is_not_taken_over() {
+    let (_primary, _backup, _dir, config, socket) = unix_setup().await;
+    let _live = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let mut gate = UnixGate::spawn(&config, &socket);
+    let exit = gate.wait_exit(EXIT_BOUND).await;
+    assert!(!exit.success());
+    assert!(
+        gate.log_text().contains("in use"),
+        "unclear error:\n{}",
+        gate.log_text()
+    );
+    // The other process keeps its socket.
+    assert!(socket.exists());
+}
