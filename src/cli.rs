@@ -15,6 +15,10 @@ use crate::server::{serve, ListenAddr, Listener};
 /// Config file used when none is named.
 pub const DEFAULT_CONFIG: &str = "routes.yaml";
 
+/// How long the exit waits for background work (such as a DNS lookup)
+/// that outlived the server.
+const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Short, stable, health-aware links for Jitsi meeting rooms.
 #[derive(Parser, Debug)]
 #[command(
@@ -69,12 +73,16 @@ impl Cli {
             .enable_all()
             .build()
             .context("starting the async runtime")?;
-        match self.command {
+        let result = match self.command {
             None => runtime.block_on(run_serve(self.serve)),
             Some(Command::Serve(args)) => runtime.block_on(run_serve(args)),
             Some(Command::Check { file }) => Ok(run_check(file)),
             Some(Command::Probe { file }) => runtime.block_on(run_probe(file)),
-        }
+        };
+        // A DNS lookup of a probe runs on a blocking thread and cannot be
+        // cancelled; do not let it hold up the exit after SIGTERM.
+        runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+        result
     }
 }
 

@@ -986,7 +986,10 @@ fn bad_expect_status() {
         ("0-200", "`0-200` is not an HTTP status".to_owned()),
         ("200-", "`200-` is not an HTTP status".to_owned()),
         ("-5", "`-5` is not an HTTP status".to_owned()),
-        ("200-300-400", "`200-300-400` is not an HTTP status".to_owned()),
+        (
+            "200-300-400",
+            "`200-300-400` is not an HTTP status".to_owned(),
+        ),
         ("\"\"", "`` is not an HTTP status".to_owned()),
     ];
     for (text, needle) in cases {

@@ -313,7 +313,17 @@ rooms:
         ));
         assert_eq!(name(open.lookup("Elsewhere")), "unlisted:Elsewhere");
         assert_eq!(name(open.lookup("lounge")), "Lounge");
-        for bad in ["a.b", "..", "a%2F", "a b", "ä", &"x".repeat(65), "HEALTHZ", "Metrics", "_"] {
+        for bad in [
+            "a.b",
+            "..",
+            "a%2F",
+            "a b",
+            "ä",
+            &"x".repeat(65),
+            "HEALTHZ",
+            "Metrics",
+            "_",
+        ] {
             assert_eq!(name(open.lookup(bad)), "404", "{bad}");
         }
         assert_eq!(

@@ -67,37 +67,10 @@ async fn wait_location(
     }
 }
 
-async fn status(gate: &Gate) -> Value {
-    let r = get(&gate.url("/status.json"), &[]).await;
-    assert_eq!(r.status, 200);
-    serde_json::from_str(&r.body).expect("status.json is JSON")
-}
-
-/// The `servers[]` entry called `name`.
-fn server<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["servers"]
-        .as_array()
-        .expect("servers array")
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no server {name} in {status}"))
-}
-
 /// Polls /status.json until `name` has `state`; returns that entry.
-async fn wait_state(gate: &Gate, name: &str, state: &str, bound: Duration) -> Value {
-    let start = Instant::now();
-    loop {
-        let s = status(gate).await;
-        let entry = server(&s, name);
-        if entry["state"] == state {
-            return entry.clone();
-        }
-        assert!(
-            start.elapsed() < bound,
-            "{name} not {state} within {bound:?}: {entry}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
+async fn wait_entry(gate: &Gate, name: &str, state: &str, bound: Duration) -> Value {
+    let status = wait_state(&gate.url("/status.json"), name, state, bound).await;
+    server(&status, name).clone()
 }
 
 /// A two-server config whose primary has its own `check` map (inline YAML,
@@ -129,7 +102,7 @@ async fn flip_and_back(mode: Mode) {
     let on_backup = format!("{}/Lounge", backup.url());
     // The first request waits for the first probes (cold start).
     assert_eq!(location(&lounge).await, on_primary);
-    wait_state(&gate, "backup", "up", Duration::from_secs(2)).await;
+    wait_entry(&gate, "backup", "up", Duration::from_secs(2)).await;
 
     let t0 = Instant::now();
     primary.set_mode(mode).await;
@@ -199,7 +172,7 @@ async fn tls_with_an_unknown_ca_is_down_from_the_start() {
         location(&gate.url("/Lounge")).await,
         format!("{}/Lounge", backup.url())
     );
-    let entry = wait_state(&gate, "primary", "down", Duration::from_secs(2)).await;
+    let entry = wait_entry(&gate, "primary", "down", Duration::from_secs(2)).await;
     let error = entry["error"].as_str().expect("an error text");
     println!("unknown CA: {error}");
     assert!(
@@ -224,7 +197,7 @@ async fn tls_with_the_ca_in_ca_file_is_up() {
         location(&gate.url("/Lounge")).await,
         format!("{}/Lounge", primary.url())
     );
-    wait_state(&gate, "primary", "up", Duration::from_secs(2)).await;
+    wait_entry(&gate, "primary", "up", Duration::from_secs(2)).await;
     assert!(primary.counts().bosh_sessions >= 1);
     gate.stop().await;
 }
@@ -240,7 +213,7 @@ async fn requests_do_not_wait_for_a_hanging_probe() {
     let on_backup = format!("{}/Lounge", backup.url());
 
     // After the first result (a timeout) the next probe connects and hangs.
-    wait_state(&gate, "primary", "down", Duration::from_secs(3)).await;
+    wait_entry(&gate, "primary", "down", Duration::from_secs(3)).await;
     let seen = primary.counts().connections;
     primary
         .wait_for(Duration::from_secs(3), |c| c.connections > seen)
@@ -385,7 +358,7 @@ async fn down_with_reason(mode: Mode, reason: &str) {
         location(&gate.url("/Lounge")).await,
         format!("{}/Lounge", backup.url())
     );
-    let entry = wait_state(&gate, "primary", "down", Duration::from_secs(2)).await;
+    let entry = wait_entry(&gate, "primary", "down", Duration::from_secs(2)).await;
     let error = entry["error"].as_str().expect("error text");
     assert!(error.contains(reason), "{mode:?}: {error}");
     // It got as far as asking for a session.
@@ -426,7 +399,7 @@ async fn http_kind_checks_status() {
     .await
     .expect("fails over on 500");
     assert!(took <= failover_bound(), "{took:?}");
-    let entry = wait_state(&gate, "primary", "down", Duration::from_secs(1)).await;
+    let entry = wait_entry(&gate, "primary", "down", Duration::from_secs(1)).await;
     let error = entry["error"].as_str().unwrap();
     assert!(error.contains("/config.js answered 500"), "{error}");
     gate.stop().await;
@@ -454,7 +427,7 @@ async fn http_kind_checks_body_text() {
         location(&gate.url("/Lounge")).await,
         format!("{}/Lounge", backup.url())
     );
-    let entry = wait_state(&gate, "primary", "down", Duration::from_secs(1)).await;
+    let entry = wait_entry(&gate, "primary", "down", Duration::from_secs(1)).await;
     let error = entry["error"].as_str().unwrap();
     assert!(error.contains("without the expected text"), "{error}");
     gate.stop().await;
@@ -472,7 +445,7 @@ async fn a_server_url_with_a_path_prefix_works() {
         location(&gate.url("/Lounge")).await,
         format!("{}/Lounge", primary.url())
     );
-    wait_state(&gate, "primary", "up", Duration::from_secs(1)).await;
+    wait_entry(&gate, "primary", "up", Duration::from_secs(1)).await;
     let recent = primary.recent_requests();
     assert!(!recent.is_empty());
     for r in &recent {
@@ -486,8 +459,9 @@ async fn a_server_url_with_a_path_prefix_works() {
 async fn a_single_failed_probe_does_not_fail_over() {
     let primary = StandIn::http(Mode::Healthy).await;
     let backup = StandIn::http(Mode::Healthy).await;
-    // fall 3: one failure must not move anyone.
-    let check = "interval: 300ms, fast_interval: 100ms, timeout: 200ms, rise: 2, fall: 3, xmpp_domain: localhost";
+    // fall 3: one failure must not move anyone. A longer fast_interval
+    // leaves time to repair before the confirming probe, even under load.
+    let check = "interval: 400ms, fast_interval: 250ms, timeout: 200ms, rise: 2, fall: 3, xmpp_domain: localhost";
     let gate = Gate::start(&yaml_with_check(&primary.url(), check, &backup.url())).await;
     let lounge = gate.url("/Lounge");
     let on_primary = format!("{}/Lounge", primary.url());
@@ -527,7 +501,7 @@ async fn a_single_failed_probe_does_not_fail_over() {
         );
         tokio::time::sleep(POLL).await;
     }
-    let entry = server(&status(&gate).await, "primary").clone();
+    let entry = server(&status_json(&gate.url("/status.json")).await, "primary").clone();
     assert_eq!(entry["state"], "up", "{entry}");
 
     // Through the confirming probe and the next settled one, every answer
@@ -545,7 +519,7 @@ async fn a_single_failed_probe_does_not_fail_over() {
     }
     assert_eq!(location(&lounge).await, on_primary);
     assert_eq!(failed_probes(&gate).await, 1);
-    let entry = server(&status(&gate).await, "primary").clone();
+    let entry = server(&status_json(&gate.url("/status.json")).await, "primary").clone();
     assert_eq!(entry["state"], "up", "{entry}");
     gate.stop().await;
 }

@@ -83,44 +83,13 @@ async fn wait_ready(gate: &Gate) {
     }
 }
 
-async fn status_json(gate: &Gate) -> Value {
-    let r = get(&gate.url("/status.json"), &[]).await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    serde_json::from_str(&r.body).expect("status.json is JSON")
-}
-
-fn server<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["servers"]
-        .as_array()
-        .expect("servers array")
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("server {name} in {status}"))
-}
-
-fn room<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["rooms"]
-        .as_array()
-        .expect("rooms array")
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("room {name} in {status}"))
+async fn status_of(gate: &Gate) -> Value {
+    status_json(&gate.url("/status.json")).await
 }
 
 /// Polls `/status.json` until `server` is in `state`; returns that status.
-async fn wait_state(gate: &Gate, name: &str, state: &str) -> Value {
-    let deadline = Instant::now() + BOUND;
-    loop {
-        let status = status_json(gate).await;
-        if server(&status, name)["state"] == state {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} not {state} within {BOUND:?}: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn wait_for_state(gate: &Gate, name: &str, state: &str) -> Value {
+    wait_state(&gate.url("/status.json"), name, state, BOUND).await
 }
 
 fn location(r: &Resp) -> &str {
@@ -388,7 +357,7 @@ async fn healthz_always_readyz_after_first_results() {
         "ready at {ready_at:?}"
     );
     assert_eq!(get(&gate.url("/healthz"), &[]).await.status, 200);
-    let status = status_json(&gate).await;
+    let status = status_of(&gate).await;
     assert_eq!(server(&status, "primary")["state"], "down");
     assert_eq!(status["ready"], true);
 }
@@ -478,7 +447,7 @@ async fn status_json_targets_follow_health() {
     assert_eq!(lounge["target"], format!("{}/Lounge", primary.url()));
 
     primary.set_mode(Mode::BoshDown).await;
-    let status = wait_state(&gate, "primary", "down").await;
+    let status = wait_for_state(&gate, "primary", "down").await;
     let p = server(&status, "primary");
     assert!(p["error"].is_string(), "{p}");
     assert!(p["latency_ms"].is_null(), "{p}");
@@ -569,7 +538,7 @@ async fn renamed_room_on_the_backup() {
     let gate = Gate::start(&config(&primary.url(), &backup.url(), &rooms("", ""))).await;
     wait_ready(&gate).await;
     // The first failed probe turns the primary down at once.
-    wait_state(&gate, "primary", "down").await;
+    wait_for_state(&gate, "primary", "down").await;
     let r = get(&gate.url("/cave"), &[]).await;
     assert_eq!(r.status, 302);
     assert_eq!(location(&r), format!("{}/ChaosLounge", backup.url()));
@@ -646,7 +615,7 @@ async fn all_down_first_redirects_to_the_first_server() {
     let rest = rooms("  when_all_down: first\n", "");
     let gate = Gate::start(&config(&primary.url(), &backup.url(), &rest)).await;
     wait_ready(&gate).await;
-    let status = wait_state(&gate, "primary", "down").await;
+    let status = wait_for_state(&gate, "primary", "down").await;
     assert_eq!(server(&status, "backup")["state"], "down");
     for (path, want) in [
         ("/Lounge", format!("{}/Lounge", primary.url())),
@@ -666,7 +635,7 @@ async fn all_down_page_lists_every_link() {
     let rest = rooms("  when_all_down: page\n", "");
     let gate = Gate::start(&config(&primary.url(), &backup.url(), &rest)).await;
     wait_ready(&gate).await;
-    let status = wait_state(&gate, "primary", "down").await;
+    let status = wait_for_state(&gate, "primary", "down").await;
     assert_eq!(server(&status, "backup")["state"], "down");
     for (path, links) in [
         (

@@ -12,27 +12,11 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
 use support::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Bound on a clean exit after SIGTERM/SIGINT once nothing is in flight.
 const EXIT_BOUND: Duration = Duration::from_secs(5);
-
-async fn status(url: &str) -> Value {
-    let r = get(url, &[]).await;
-    assert_eq!(r.status, 200);
-    serde_json::from_str(&r.body).expect("status.json is JSON")
-}
-
-fn server<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["servers"]
-        .as_array()
-        .expect("servers array")
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no server {name} in {status}"))
-}
 
 async fn location(url: &str) -> String {
     let r = get(url, &[]).await;
@@ -62,7 +46,7 @@ async fn sighup_keeps_the_running_config_on_error_and_the_health_state_on_succes
     let mut gate = GateProcess::start(&config, dir.path()).await;
     let on_primary = format!("{}/Lounge", primary.url());
     assert_eq!(location(&gate.url("/Lounge")).await, on_primary);
-    let before = status(&gate.url("/status.json")).await;
+    let before = status_json(&gate.url("/status.json")).await;
     let since = server(&before, "primary")["since"]
         .as_str()
         .expect("since")
@@ -89,7 +73,7 @@ async fn sighup_keeps_the_running_config_on_error_and_the_health_state_on_succes
         "no file:line:column in {line:?}"
     );
     assert_eq!(location(&gate.url("/Lounge")).await, on_primary);
-    let after = status(&gate.url("/status.json")).await;
+    let after = status_json(&gate.url("/status.json")).await;
     assert_eq!(server(&after, "primary")["state"], "up", "{after}");
     assert_eq!(server(&after, "primary")["since"], since.as_str());
 
@@ -117,7 +101,7 @@ async fn sighup_keeps_the_running_config_on_error_and_the_health_state_on_succes
         .wait_for_creates(creates + 2, Duration::from_secs(2))
         .await
         .expect("probes go on");
-    let after = status(&gate.url("/status.json")).await;
+    let after = status_json(&gate.url("/status.json")).await;
     assert_eq!(server(&after, "primary")["state"], "up", "{after}");
     assert_eq!(
         server(&after, "primary")["since"],
@@ -170,17 +154,17 @@ rooms:
     let addr = gate.base.trim_start_matches("http://").to_owned();
 
     let started = Instant::now();
-    let in_flight = tokio::spawn(
-        Req::get(&gate.url("/Lounge"))
-            .timeout(Duration::from_secs(10))
-            .send(),
-    );
+    // Connected before any other connection, so roomgate accepts it first.
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let in_flight = tokio::spawn(get_on(stream, "/Lounge"));
     // Wait until roomgate has accepted it: two open connections, the
-    // waiting one and the one asking.
+    // waiting one and the one asking; then give it a moment to read the
+    // request it already has in its buffer.
     while open_connections(&gate).await < 2 {
         assert!(started.elapsed() < Duration::from_secs(1));
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    tokio::time::sleep(Duration::from_millis(100)).await;
     gate.signal("TERM");
     gate.wait_log("shutting down", Duration::from_secs(1))
         .await
@@ -195,15 +179,9 @@ rooms:
         "the request ended before the test could stop roomgate"
     );
 
-    let resp = in_flight
-        .await
-        .unwrap()
-        .expect("the request in flight is answered");
-    assert_eq!(resp.status, 302);
-    assert_eq!(
-        resp.header("location").unwrap(),
-        format!("{}/Lounge", backup.url())
-    );
+    let (status, location) = in_flight.await.unwrap();
+    assert_eq!(status, 302);
+    assert_eq!(location.unwrap(), format!("{}/Lounge", backup.url()));
     let exit = gate
         .wait_exit(EXIT_BOUND)
         .await
@@ -314,6 +292,14 @@ async fn get_unix(socket: &Path, path: &str) -> (u16, Option<String>) {
     let stream = tokio::net::UnixStream::connect(socket)
         .await
         .expect("connect to the unix socket");
+    get_on(stream, path).await
+}
+
+/// GET `path` on an open connection; returns status and Location.
+async fn get_on<IO>(stream: IO, path: &str) -> (u16, Option<String>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .expect("handshake");
@@ -322,7 +308,7 @@ async fn get_unix(socket: &Path, path: &str) -> (u16, Option<String>) {
         .header("host", "roomgate.test")
         .body(Full::new(Bytes::new()))
         .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
+    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
         .await
         .expect("answer in time")
         .expect("response");

@@ -243,3 +243,46 @@ pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
     std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     path
 }
+
+/// `/status.json` at `url`, parsed.
+pub async fn status_json(url: &str) -> serde_json::Value {
+    let r = get(url, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    serde_json::from_str(&r.body).expect("status.json is JSON")
+}
+
+/// The `servers[]` entry of `status` called `name`.
+pub fn server<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    entry(status, "servers", name)
+}
+
+/// The `rooms[]` entry of `status` called `name`.
+pub fn room<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    entry(status, "rooms", name)
+}
+
+fn entry<'a>(status: &'a serde_json::Value, list: &str, name: &str) -> &'a serde_json::Value {
+    status[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {list} array in {status}"))
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no {list} entry {name} in {status}"))
+}
+
+/// Polls `/status.json` at `url` until server `name` is in `state`, at most
+/// `bound`; returns that whole status.
+pub async fn wait_state(url: &str, name: &str, state: &str, bound: Duration) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        let status = status_json(url).await;
+        if server(&status, name)["state"] == state {
+            return status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} not {state} within {bound:?}: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
