@@ -4,8 +4,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,7 +11,6 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use support::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Bound on a clean exit after SIGTERM/SIGINT once nothing is in flight.
 const EXIT_BOUND: Duration = Duration::from_secs(5);
@@ -214,79 +211,6 @@ async fn sigint_exits_cleanly() {
     assert!(gate.log_text().contains("SIGINT"));
 }
 
-/// The real binary serving on a unix socket; its stderr lines are kept.
-struct UnixGate {
-    child: tokio::process::Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl UnixGate {
-    fn spawn(config: &Path, socket: &Path) -> UnixGate {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_roomgate"))
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .arg("--listen")
-            .arg(format!("unix:{}", socket.display()))
-            .current_dir(config.parent().unwrap())
-            .env("RUST_LOG", "info")
-            .env_remove("ROOMGATE_CONFIG")
-            .env_remove("ROOMGATE_LISTEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn roomgate");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        UnixGate { child, log }
-    }
-
-    fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    /// Waits until a log line contains `needle`, or the process exits.
-    async fn wait_log(&mut self, needle: &str, bound: Duration) -> bool {
-        let deadline = Instant::now() + bound;
-        while Instant::now() < deadline {
-            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
-    }
-
-    fn signal(&self, name: &str) {
-        let pid = self.child.id().expect("running").to_string();
-        let ok = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &pid])
-            .status()
-            .expect("run kill")
-            .success();
-        assert!(ok, "kill -{name} {pid}");
-    }
-
-    async fn wait_exit(&mut self, bound: Duration) -> std::process::ExitStatus {
-        let status = tokio::time::timeout(bound, self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("no exit within {bound:?}:\n{}", self.log_text()))
-            .expect("wait");
-        // Let the log reader catch the last lines.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        status
-    }
-}
-
 /// GET `path` over the unix socket at `socket`; returns status and Location.
 async fn get_unix(socket: &Path, path: &str) -> (u16, Option<String>) {
     let stream = tokio::net::UnixStream::connect(socket)
@@ -339,10 +263,15 @@ async fn unix_setup() -> (StandIn, StandIn, tempfile::TempDir, PathBuf, PathBuf)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_on_a_unix_socket_and_removes_it_on_exit() {
     let (primary, _backup, _dir, config, socket) = unix_setup().await;
-    let mut gate = UnixGate::spawn(&config, &socket);
+    let mut gate = GateProcess::spawn(
+        &config,
+        config.parent().unwrap(),
+        &format!("unix:{}", socket.display()),
+    );
     assert!(
         gate.wait_log("listening on unix:", Duration::from_secs(10))
-            .await,
+            .await
+            .is_some(),
         "{}",
         gate.log_text()
     );
@@ -352,7 +281,7 @@ async fn serves_on_a_unix_socket_and_removes_it_on_exit() {
     assert_eq!(get_unix(&socket, "/healthz").await.0, 200);
 
     gate.signal("TERM");
-    assert!(gate.wait_exit(EXIT_BOUND).await.success());
+    assert!(gate.wait_exit(EXIT_BOUND).await.expect("exits").success());
     assert!(!socket.exists(), "socket file left behind");
 }
 
@@ -362,10 +291,15 @@ async fn a_stale_unix_socket_is_replaced() {
     // A socket file whose listener is gone, as a crash leaves it.
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     assert!(socket.exists());
-    let mut gate = UnixGate::spawn(&config, &socket);
+    let mut gate = GateProcess::spawn(
+        &config,
+        config.parent().unwrap(),
+        &format!("unix:{}", socket.display()),
+    );
     assert!(
         gate.wait_log("listening on unix:", Duration::from_secs(10))
-            .await,
+            .await
+            .is_some(),
         "{}",
         gate.log_text()
     );
@@ -374,7 +308,7 @@ async fn a_stale_unix_socket_is_replaced() {
     assert_eq!(status, 302);
     assert_eq!(location.unwrap(), format!("{}/Lounge", primary.url()));
     gate.signal("TERM");
-    assert!(gate.wait_exit(EXIT_BOUND).await.success());
+    assert!(gate.wait_exit(EXIT_BOUND).await.expect("exits").success());
     assert!(!socket.exists());
 }
 
@@ -382,8 +316,12 @@ async fn a_stale_unix_socket_is_replaced() {
 async fn a_unix_socket_in_use_is_not_taken_over() {
     let (_primary, _backup, _dir, config, socket) = unix_setup().await;
     let _live = std::os::unix::net::UnixListener::bind(&socket).unwrap();
-    let mut gate = UnixGate::spawn(&config, &socket);
-    let exit = gate.wait_exit(EXIT_BOUND).await;
+    let mut gate = GateProcess::spawn(
+        &config,
+        config.parent().unwrap(),
+        &format!("unix:{}", socket.display()),
+    );
+    let exit = gate.wait_exit(EXIT_BOUND).await.expect("exits");
     assert!(!exit.success());
     assert!(
         gate.log_text().contains("in use"),

@@ -86,14 +86,29 @@ pub struct GateProcess {
     child: tokio::process::Child,
     /// Every stderr line so far.
     log: Arc<Mutex<Vec<String>>>,
+    /// Collects stderr into `log`; ends when the process closes stderr.
+    reader: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl GateProcess {
     /// Starts `roomgate serve --config <config> --listen 127.0.0.1:0` in
     /// `cwd`, and waits (bounded) until it listens.
     pub async fn start(config: &Path, cwd: &Path) -> GateProcess {
+        let mut gate = GateProcess::spawn(config, cwd, "127.0.0.1:0");
+        let line = gate
+            .wait_log("listening on http://", Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("roomgate did not start:\n{}", gate.log_text()));
+        let at = line.find("http://").expect("url in line");
+        gate.base = line[at..].trim().to_owned();
+        gate
+    }
+
+    /// Starts `roomgate serve --config <config> --listen <listen>` in `cwd`
+    /// without waiting for anything; `base` stays empty.
+    pub fn spawn(config: &Path, cwd: &Path, listen: &str) -> GateProcess {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_roomgate"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .args(["serve", "--listen", listen, "--config"])
             .arg(config)
             .current_dir(cwd)
             .env("RUST_LOG", "info")
@@ -108,24 +123,18 @@ impl GateProcess {
         let stderr = child.stderr.take().expect("stderr piped");
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = log.clone();
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 sink.lock().unwrap().push(line);
             }
         });
-        let mut gate = GateProcess {
+        GateProcess {
             base: String::new(),
             child,
             log,
-        };
-        let line = gate
-            .wait_log("listening on http://", Duration::from_secs(10))
-            .await
-            .unwrap_or_else(|| panic!("roomgate did not start:\n{}", gate.log_text()));
-        let at = line.find("http://").expect("url in line");
-        gate.base = line[at..].trim().to_owned();
-        gate
+            reader: Some(reader),
+        }
     }
 
     /// The absolute URL of `path`.
@@ -185,12 +194,16 @@ impl GateProcess {
         self.log.lock().unwrap().join("\n")
     }
 
-    /// Waits (bounded) for the process to exit.
+    /// Waits (bounded) for the process to exit, and for its last log lines.
     pub async fn wait_exit(&mut self, bound: Duration) -> Option<std::process::ExitStatus> {
-        tokio::time::timeout(bound, self.child.wait())
+        let status = tokio::time::timeout(bound, self.child.wait())
             .await
             .ok()
-            .and_then(Result::ok)
+            .and_then(Result::ok)?;
+        if let Some(reader) = self.reader.take() {
+            let _ = tokio::time::timeout(bound, reader).await;
+        }
+        Some(status)
     }
 }
 
