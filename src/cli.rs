@@ -246,29 +246,31 @@ fn summary(path: &Path, config: &Config) -> String {
 
 async fn run_probe(file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let (config, _) = load_for_serving(file.or_else(env_config))?;
-    // All servers at once, so the whole run takes one timeout at most.
-    let mut running = tokio::task::JoinSet::new();
-    for (i, server) in config.servers.iter().enumerate() {
-        let probe = ServerProbe::new(server);
-        running.spawn(async move {
-            let started = tokio::time::Instant::now();
-            let outcome = probe.probe().await;
-            (i, outcome, started.elapsed())
-        });
+    // All servers at once, so the whole run takes one timeout at most;
+    // awaiting the handles in order keeps the table in config order.
+    let running: Vec<_> = config
+        .servers
+        .iter()
+        .map(|server| {
+            let probe = ServerProbe::new(server);
+            tokio::spawn(async move {
+                let started = tokio::time::Instant::now();
+                let outcome = probe.probe().await;
+                (outcome, started.elapsed())
+            })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(running.len());
+    for task in running {
+        results.push(task.await.context("a probe task failed")?);
     }
-    let mut results = Vec::with_capacity(config.servers.len());
-    while let Some(done) = running.join_next().await {
-        results.push(done.context("a probe task failed")?);
-    }
-    results.sort_by_key(|(i, _, _)| *i);
 
     println!(
         "{:<12} {:<40} {:<6} {:>8}  DETAIL",
         "SERVER", "URL", "STATE", "TIME"
     );
     let mut all_up = true;
-    for (i, outcome, took) in results {
-        let server = &config.servers[i];
+    for (server, (outcome, took)) in config.servers.iter().zip(results) {
         let (state, detail) = match outcome {
             Ok(()) => ("up", "ok".to_owned()),
             Err(e) => {

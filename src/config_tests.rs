@@ -104,9 +104,8 @@ fn empty_file_is_reported_at_1_1() {
     assert_err("", 1, 1, "the file is empty");
 }
 
-/// BUG (fails until fixed): a whitespace-only file gets the empty-file
-/// message, but at the end-of-stream mark (3:1 here) instead of 1:1 like the
-/// truly empty file.
+/// A whitespace-only file is empty too, and is reported where an empty file
+/// is, not at the end-of-stream mark.
 #[test]
 fn whitespace_only_file_is_reported_at_1_1() {
     assert_err("   \n  \n", 1, 1, "the file is empty");
@@ -1540,11 +1539,10 @@ fn parses_do_not_leak_names_into_each_other() {
 
 // ------------------------------------------------ bugs: fail until config.rs is fixed
 
-/// BUG: a server whose key YAML reads as a number in another spelling
-/// (`0x1F`, `0o17`) is named by its value (`31`, `15`) in the second pass
-/// but by its text in the first; a quoted reference then passes the check
-/// and `RawFile::resolve` panics ("server references are checked while
-/// parsing"). Parsing user input must never panic.
+/// Regression: a server key YAML reads as a number in another spelling
+/// (`0x1F`, `0o17`) was once named by its value in one pass and by its text
+/// in the other, and a quoted reference made `RawFile::resolve` panic.
+/// Parsing user input must never panic.
 #[test]
 fn numeric_looking_server_names_do_not_panic() {
     for name in ["0x1F", "0o17"] {
@@ -1560,10 +1558,9 @@ fn numeric_looking_server_names_do_not_panic() {
     }
 }
 
-/// BUG: names are taken as YAML's number value, not as written: the room
-/// `0x1F:` is silently served as /31, `room: 0x10` becomes `16`, `+5:` (with
-/// a `+`, outside the allowed characters) is accepted as `5`, and `1.5:`
-/// (allowed characters) is refused as "floating point".
+/// Names are taken as written, not as YAML's number value: `0x1F:` stays
+/// `0x1F` (not /31), `room: 0x10` stays `0x10`, `+5:` is refused for its `+`,
+/// and `1.5:` is a valid name, not a float.
 #[test]
 fn names_are_taken_as_written() {
     let config = ok(&format!(
@@ -1583,9 +1580,8 @@ fn names_are_taken_as_written() {
     );
 }
 
-/// BUG: a server named `2024` may be declared, and referenced as
-/// `{ server: 2024 }`, but the plain form `servers: [2024]` is refused with
-/// "invalid type: integer `2024`".
+/// A server named `2024` can be referenced in the plain form
+/// `servers: [2024]` as well as `{ server: 2024 }`.
 #[test]
 fn numeric_server_names_can_be_referenced_plainly() {
     let config = ok(
@@ -1596,8 +1592,8 @@ fn numeric_server_names_can_be_referenced_plainly() {
     assert_eq!(config.defaults.servers, [target(1, ""), target(0, "")]);
 }
 
-/// BUG: `servers: {}` (or an empty `servers:`) is accepted; every room then
-/// has no target at all, and serving it indexes an empty list.
+/// `servers: {}` (or an empty `servers:`) is refused: every room would have
+/// no target at all.
 #[test]
 fn at_least_one_server_is_required() {
     for yaml in [

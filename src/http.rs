@@ -249,6 +249,9 @@ struct RoomStatus<'a> {
     server: Option<&'a str>,
     /// Whether `server` is not the room's first choice.
     fallback: bool,
+    /// Display name of `server`, for the HTML page.
+    #[serde(skip)]
+    server_label: Option<&'a str>,
 }
 
 /// Resolves every room and server of the snapshot.
@@ -288,7 +291,7 @@ async fn status<'a>(
                 let t = &room.targets[i];
                 (
                     Some(t.url.as_str()),
-                    Some(snap.config.servers[t.server].name.as_str()),
+                    Some(&snap.config.servers[t.server]),
                     i > 0,
                 )
             }
@@ -299,8 +302,9 @@ async fn status<'a>(
             aliases: &room.aliases,
             description: room.description.as_deref(),
             target,
-            server,
+            server: server.map(|s| s.name.as_str()),
             fallback,
+            server_label: server.map(|s| s.label.as_str()),
         });
     }
     Status {
@@ -360,14 +364,8 @@ async fn index_page(gw: &Gateway, snap: &Snapshot) -> Response<Body> {
     body.push_str("<h2>Rooms</h2><ul>");
     for room in &status.rooms {
         let _ = write!(body, "<li><a href=\"./{0}\">{0}</a>", escape(room.name));
-        match (room.server, room.target) {
-            (Some(server), Some(target)) => {
-                let label = snap
-                    .config
-                    .servers
-                    .iter()
-                    .find(|s| s.name == server)
-                    .map_or(server, |s| s.label.as_str());
+        match (room.server_label, room.target) {
+            (Some(label), Some(target)) => {
                 let _ = write!(
                     body,
                     " &rarr; {}{} (<code>{}</code>)",

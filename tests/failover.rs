@@ -76,20 +76,8 @@ async fn wait_entry(gate: &Gate, name: &str, state: &str, bound: Duration) -> Va
 /// A two-server config whose primary has its own `check` map (inline YAML,
 /// without braces); the backup has the usual quick test timings.
 fn yaml_with_check(primary: &str, check: &str, backup: &str) -> String {
-    format!(
-        "servers:
-  primary:
-    url: {primary}
-    check: {{ {check} }}
-  backup:
-    url: {backup}
-    check: {{ interval: 300ms, fast_interval: 100ms, timeout: 200ms, rise: 2, fall: 2, xmpp_domain: localhost }}
-defaults:
-  servers: [primary, backup]
-rooms:
-  Lounge: {{}}
-"
-    )
+    let servers = servers_yaml(primary, &format!("{{ {check} }}"), backup, FAST_CHECK);
+    format!("{servers}defaults:\n  servers: [primary, backup]\nrooms:\n  Lounge: {{}}\n")
 }
 
 /// Healthy -> `mode` -> Healthy, timing the failover and the recovery.

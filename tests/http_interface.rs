@@ -13,7 +13,7 @@ use serde_json::Value;
 use support::*;
 
 /// Probe timings that make a state change take a few hundred milliseconds.
-const FAST: &str = "{ interval: 300ms, fast_interval: 100ms, timeout: 200ms, rise: 2, fall: 2, xmpp_domain: localhost }";
+const FAST: &str = FAST_CHECK;
 
 /// Upper bound for anything a test waits for.
 const BOUND: Duration = Duration::from_secs(3);
@@ -33,16 +33,7 @@ fn config_checks(
     backup_check: &str,
     rest: &str,
 ) -> String {
-    format!(
-        "servers:
-  primary:
-    url: {primary}
-    check: {primary_check}
-  backup:
-    url: {backup}
-    check: {backup_check}
-{rest}"
-    )
+    servers_yaml(primary, primary_check, backup, backup_check) + rest
 }
 
 /// `defaults:` (plus `defaults_extra` lines), `unlisted_section` and three

@@ -207,20 +207,44 @@ impl GateProcess {
     }
 }
 
+/// The quick jitsi check of test servers: interval 300ms, fast_interval
+/// 100ms, timeout 200ms, rise 2, fall 2, for the stand-in's XMPP domain.
+pub const FAST_CHECK: &str =
+    "{ interval: 300ms, fast_interval: 100ms, timeout: 200ms, rise: 2, fall: 2, xmpp_domain: localhost }";
+
+/// A `servers:` section with `primary` and `backup` and their `check:`
+/// mappings (flow style, e.g. [`FAST_CHECK`]).
+pub fn servers_yaml(
+    primary: &str,
+    primary_check: &str,
+    backup: &str,
+    backup_check: &str,
+) -> String {
+    format!(
+        "servers:
+  primary:
+    url: {primary}
+    check: {primary_check}
+  backup:
+    url: {backup}
+    check: {backup_check}
+"
+    )
+}
+
 /// A routes.yaml with one room `Lounge` (alias `treff`) on `primary`, then
-/// `backup`, both jitsi-checked with short test timings:
-/// interval 300ms, fast_interval 100ms, timeout 200ms, rise 2, fall 2.
+/// `backup`, both with [`FAST_CHECK`], and a room `Cave`.
 /// `primary_extra` is spliced into the primary's server block (indent 4).
 pub fn two_server_yaml(primary: &str, backup: &str, primary_extra: &str) -> String {
     format!(
         "servers:
   primary:
     url: {primary}
-    check: {{ interval: 300ms, fast_interval: 100ms, timeout: 200ms, rise: 2, fall: 2, xmpp_domain: localhost }}
+    check: {FAST_CHECK}
 {primary_extra}
   backup:
     url: {backup}
-    check: {{ interval: 300ms, fast_interval: 100ms, timeout: 200ms, rise: 2, fall: 2, xmpp_domain: localhost }}
+    check: {FAST_CHECK}
 defaults:
   servers: [primary, backup]
 rooms:

@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-pub use gate::{two_server_yaml, Gate, GateProcess};
+pub use gate::{servers_yaml, two_server_yaml, Gate, GateProcess, FAST_CHECK};
 pub use standin::{Counts, Mode, Recorded, StandIn, StandInBuilder};
 pub use tls::{Leaf, TestCa};
 
