@@ -3,6 +3,7 @@
 //!
 //! Health is per server, not per room: every room on a server shares it.
 
+mod manual;
 mod monitor;
 mod probe;
 

@@ -32,7 +32,7 @@ const TTL_INTERVALS: u32 = 3;
 /// Starts probers and hands out their shared results.
 pub struct Monitor {
     /// Latest health of each prober, keyed by prober id.
-    cache: Cache<u64, Arc<Health>>,
+    pub(super) cache: Cache<u64, Arc<Health>>,
     /// Source of prober ids; a server whose settings change on reload gets a
     /// new prober and id, so its old results can never be read for it.
     next_id: AtomicU64,
