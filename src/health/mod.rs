@@ -6,6 +6,7 @@
 mod manual;
 mod monitor;
 mod probe;
+mod resolve;
 
 pub use monitor::{Monitor, ServerHandle};
 pub use probe::{Probe, ProbeError, ServerProbe};

@@ -27,6 +27,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::time::Instant;
 use tower_service::Service;
 
+use super::resolve::Resolver;
 use crate::config::{CheckKind, Server};
 
 /// Largest body a probe reads; Jitsi's config.js is well below it.
@@ -64,7 +65,7 @@ pub struct ServerProbe {
     timeout: Duration,
     /// Builds the fresh connection of each probe: TCP, and TLS with the
     /// webpki roots plus the server's `ca_file`.
-    connector: HttpsConnector<HttpConnector>,
+    connector: HttpsConnector<HttpConnector<Resolver>>,
 }
 
 impl ServerProbe {
@@ -84,7 +85,7 @@ impl ServerProbe {
             .with_root_certificates(roots)
             .with_no_client_auth();
 
-        let mut http = HttpConnector::new();
+        let mut http = HttpConnector::new_with_resolver(Resolver::new());
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(server.check.timeout));
@@ -251,7 +252,7 @@ fn random_rid() -> u64 {
 /// request of the same probe, reopened if the server closed it.
 struct Conn<'a> {
     /// Opens connections.
-    connector: &'a HttpsConnector<HttpConnector>,
+    connector: &'a HttpsConnector<HttpConnector<Resolver>>,
     /// The open connection, if any.
     sender: Option<SendRequest<Full<Bytes>>>,
     /// Drives the connection; aborted when the probe ends or is cancelled by
@@ -260,7 +261,7 @@ struct Conn<'a> {
 }
 
 impl<'a> Conn<'a> {
-    fn new(connector: &'a HttpsConnector<HttpConnector>) -> Conn<'a> {
+    fn new(connector: &'a HttpsConnector<HttpConnector<Resolver>>) -> Conn<'a> {
         Conn {
             connector,
             sender: None,

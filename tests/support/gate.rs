@@ -94,7 +94,13 @@ impl GateProcess {
     /// Starts `roomgate serve --config <config> --listen 127.0.0.1:0` in
     /// `cwd`, and waits (bounded) until it listens.
     pub async fn start(config: &Path, cwd: &Path) -> GateProcess {
-        let mut gate = GateProcess::spawn(config, cwd, "127.0.0.1:0");
+        GateProcess::start_via(&[], config, cwd).await
+    }
+
+    /// Like [`GateProcess::start`], run through `wrapper`: a command and
+    /// its arguments that execs the rest (e.g. `setpriv --reuid=...`).
+    pub async fn start_via(wrapper: &[&str], config: &Path, cwd: &Path) -> GateProcess {
+        let mut gate = GateProcess::spawn_via(wrapper, config, cwd, "127.0.0.1:0");
         let line = gate
             .wait_log("listening on http://", Duration::from_secs(10))
             .await
@@ -107,7 +113,22 @@ impl GateProcess {
     /// Starts `roomgate serve --config <config> --listen <listen>` in `cwd`
     /// without waiting for anything; `base` stays empty.
     pub fn spawn(config: &Path, cwd: &Path, listen: &str) -> GateProcess {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_roomgate"))
+        GateProcess::spawn_via(&[], config, cwd, listen)
+    }
+
+    /// Like [`GateProcess::spawn`], run through `wrapper` (see
+    /// [`GateProcess::start_via`]).
+    pub fn spawn_via(wrapper: &[&str], config: &Path, cwd: &Path, listen: &str) -> GateProcess {
+        let bin = env!("CARGO_BIN_EXE_roomgate");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = tokio::process::Command::new(program);
+                command.args(args).arg(bin);
+                command
+            }
+            None => tokio::process::Command::new(bin),
+        };
+        let mut child = command
             .args(["serve", "--listen", listen, "--config"])
             .arg(config)
             .current_dir(cwd)
@@ -140,6 +161,11 @@ impl GateProcess {
     /// The absolute URL of `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// Sends a signal by name (`HUP`, `TERM`, `INT`) with kill(1).

@@ -77,6 +77,12 @@ pub enum Mode {
     /// byte per `slow_interval` (default 200 ms), so short timeouts expire
     /// mid-body. A session is created as in `Healthy`.
     SlowBody,
+    /// Reads the request, then sends the status line and headers one byte
+    /// per `slow_interval`, so short timeouts expire before the head ends.
+    SlowHeaders,
+    /// BOSH session requests alternate: the first opens a session as in
+    /// `Healthy`, the next answers 502 as in `BoshDown`, and so on.
+    Flapping,
 }
 
 /// Snapshot of the stand-in's counters.
@@ -129,6 +135,8 @@ struct Shared {
     counted: Notify,
     sessions: Mutex<HashSet<String>>,
     next_sid: AtomicU64,
+    /// Session requests seen in `Flapping` mode; odd ones fail.
+    flaps: AtomicU64,
     recorded: Mutex<VecDeque<Recorded>>,
 }
 
@@ -188,7 +196,8 @@ impl StandInBuilder {
         self
     }
 
-    /// Delay between body bytes in `SlowBody` mode.
+    /// Delay between body bytes in `SlowBody` mode, and between head bytes
+    /// in `SlowHeaders` mode.
     pub fn slow_interval(mut self, interval: Duration) -> Self {
         self.slow_interval = interval;
         self
@@ -211,6 +220,7 @@ impl StandInBuilder {
             counted: Notify::new(),
             sessions: Mutex::new(HashSet::new()),
             next_sid: AtomicU64::new(1),
+            flaps: AtomicU64::new(0),
             recorded: Mutex::new(VecDeque::new()),
         });
         // Generation 1 is the initial mode; `applied` starts below it so
@@ -535,9 +545,11 @@ async fn serve_connection(
     stream: TcpStream,
 ) {
     shared.bump(&shared.counters.connections);
-    if mode_rx.borrow().0 == Mode::BlackHole {
-        hold(stream).await;
-        return;
+    let mode = mode_rx.borrow().0;
+    match mode {
+        Mode::BlackHole => return hold(stream).await,
+        Mode::SlowHeaders => return slow_head(&shared, stream).await,
+        _ => {}
     }
     let _ = stream.set_nodelay(true);
     match shared.tls.clone() {
@@ -550,6 +562,24 @@ async fn serve_connection(
                 serve_http(shared, mode_rx, tls).await;
             }
         }
+    }
+}
+
+/// Waits for a request, then trickles a response head one byte per
+/// `slow_interval`; stops when the client hangs up.
+async fn slow_head(shared: &Shared, mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = [0u8; 4096];
+    if !matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {
+        return;
+    }
+    shared.bump(&shared.counters.requests);
+    let head = b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: 0\r\n\r\n";
+    for byte in head.chunks(1) {
+        if stream.write_all(byte).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(shared.slow_interval).await;
     }
 }
 
@@ -678,7 +708,16 @@ fn bosh(shared: &Shared, mode: Mode, method: &Method, body: &str) -> Answer {
             trickle: Some(shared.slow_interval),
             ..prosody(shared, method, attrs)
         },
-        Mode::Healthy | Mode::Refusing | Mode::BlackHole => prosody(shared, method, attrs),
+        Mode::Flapping if attrs.as_ref().is_some_and(|a| attr(a, "sid").is_none()) => {
+            if shared.flaps.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+                prosody(shared, method, attrs)
+            } else {
+                simple(StatusCode::BAD_GATEWAY, "text/html", &nginx_error_page(502))
+            }
+        }
+        Mode::Healthy | Mode::Refusing | Mode::BlackHole | Mode::SlowHeaders | Mode::Flapping => {
+            prosody(shared, method, attrs)
+        }
     }
 }
 
