@@ -299,12 +299,28 @@ fn invalid(file: &str, text: &str, err: serde_yaml::Error) -> ConfigError {
     if text.trim().is_empty() || message.starts_with("EOF while parsing") {
         message = "the file is empty; it needs at least a `servers:` section".to_owned();
     }
+    let (line, column) = within_text(text, line, column);
     ConfigError::Invalid {
         file: file.to_owned(),
         line,
         column,
         message,
     }
+}
+
+/// Keeps a position inside `text`. libyaml reports some errors at the end of
+/// the input one line past the last (fuzzing found `{!`, reported at 2:1);
+/// just past the end of the last line says the same, and every editor can go
+/// there. Lines break at LF, CRLF and a lone CR, as in YAML 1.2 (5.4).
+fn within_text(text: &str, line: usize, column: usize) -> (usize, usize) {
+    let text = text.replace("\r\n", "\n");
+    let lines: Vec<&str> = text.split(['\n', '\r']).collect();
+    let last = lines.len();
+    if line > last {
+        return (last, lines[last - 1].chars().count() + 1);
+    }
+    let line = line.max(1);
+    (line, column.clamp(1, lines[line - 1].chars().count() + 1))
 }
 
 /// What the cross-node checks of one parse know and remember.

@@ -101,7 +101,12 @@ async fn tls_fault(leaf: &Leaf, trusted: &TestCa, expect: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row08_tls_unknown_ca() {
     let served_by = TestCa::new();
-    tls_fault(&served_by.localhost_leaf(), &TestCa::new(), &["UnknownIssuer"]).await;
+    tls_fault(
+        &served_by.localhost_leaf(),
+        &TestCa::new(),
+        &["UnknownIssuer"],
+    )
+    .await;
 }
 
 /// Row 9: a trusted CA, but the certificate expired (2021).
@@ -145,7 +150,10 @@ async fn row11_dns_invalid_name() {
     let entry = wait_entry(&gate, "primary", "down", Duration::from_secs(2)).await;
     let took = start.elapsed();
     let error = entry["error"].as_str().expect("an error text");
-    println!("invalid name: {error} (decided within {} ms)", took.as_millis());
+    println!(
+        "invalid name: {error} (decided within {} ms)",
+        took.as_millis()
+    );
     assert!(error.contains("does not resolve"), "{error}");
     // Far below the 5 s timeout: nobody was asked.
     assert!(took < Duration::from_secs(2), "{took:?}");
@@ -176,7 +184,9 @@ fn row12_dns_resolver_unreachable() {
             std::env::var("CI").as_deref() != Ok("true"),
             "CI=true but `unshare -n` does not work here"
         );
-        eprintln!("SKIPPED row12_dns_resolver_unreachable: `unshare -n` is not available (needs root)");
+        eprintln!(
+            "SKIPPED row12_dns_resolver_unreachable: `unshare -n` is not available (needs root)"
+        );
         return;
     }
     let start = Instant::now();
@@ -371,7 +381,11 @@ async fn reload_fails(wrapper: &[&str], break_it: impl FnOnce(&Path), reason: &s
 
     // Repaired, the next SIGHUP loads it.
     let _ = std::fs::remove_dir(&file);
-    std::fs::write(&file, yaml.replace("aliases: [treff]", "aliases: [treff, hub]")).unwrap();
+    std::fs::write(
+        &file,
+        yaml.replace("aliases: [treff]", "aliases: [treff, hub]"),
+    )
+    .unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let seen = gate.log_len();
     gate.signal("HUP");
@@ -425,7 +439,12 @@ fn is_root() -> bool {
 /// permission check is the kernel's, as in a real deployment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row18_config_made_unreadable_before_sighup() {
-    let nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+    let nobody = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ];
     let wrapper: &[&str] = if is_root() { &nobody } else { &[] };
     if !wrapper.is_empty() {
         let usable = std::process::Command::new("setpriv")

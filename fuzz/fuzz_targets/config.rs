@@ -2,8 +2,8 @@
 //!
 //! Invariants: no panic (in parsing, validation or `Routes::compile`, which
 //! builds every Location ahead of time); an invalid file's error always
-//! carries a position (1-based line and column, inside the text or just
-//! past its end); every Location of a valid file starts with its server's
+//! carries a position (1-based line and column) inside the text, or just
+//! past the end of a line; every Location of a valid file starts with its server's
 //! URL plus `/` and has no CR, LF or NUL.
 //!
 //! Inputs that name a `ca_file` are skipped: that key reads the file system
@@ -30,11 +30,17 @@ fuzz_target!(|data: &[u8]| {
             file, line, column, ..
         }) => {
             assert_eq!(file, "fuzz.yaml");
-            // YAML breaks lines at LF, CRLF and a lone CR (YAML 1.2, 5.4);
-            // a position may also point just past the last line.
-            let lines = text.replace("\r\n", "\n").matches(['\n', '\r']).count() + 1;
-            assert!(line >= 1 && line <= lines, "line {line} of {lines}");
-            assert!(column >= 1, "column {column}");
+            // Inside the text: YAML breaks lines at LF, CRLF and a lone CR
+            // (YAML 1.2, 5.4); a column may point just past a line's end.
+            let text = text.replace("\r\n", "\n");
+            let lines: Vec<&str> = text.split(['\n', '\r']).collect();
+            assert!(
+                line >= 1 && line <= lines.len(),
+                "line {line} of {}",
+                lines.len()
+            );
+            let width = lines[line - 1].chars().count() + 1;
+            assert!(column >= 1 && column <= width, "column {column} of {width}");
         }
         Err(e @ ConfigError::Read { .. }) => panic!("parse never reads: {e}"),
         Ok(config) => {

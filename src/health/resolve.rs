@@ -83,7 +83,13 @@ mod tests {
         for name in ["invalid", "x.invalid", "a.b.INVALID", "x.invalid."] {
             assert!(is_invalid_name(name), "{name}");
         }
-        for name in ["invalid.example", "xinvalid", "localhost", "meet.ffmuc.net", ""] {
+        for name in [
+            "invalid.example",
+            "xinvalid",
+            "localhost",
+            "meet.ffmuc.net",
+            "",
+        ] {
             assert!(!is_invalid_name(name), "{name}");
         }
     }
