@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{CheckKind, Config};
 use crate::gateway::{ConfigSource, Gateway};
 use crate::health::{Probe, ServerProbe};
-use crate::server::{serve, ListenAddr, Listener};
+use crate::server::{serve_with_cap, ListenAddr, Listener};
 
 /// Config file used when none is named.
 pub const DEFAULT_CONFIG: &str = "routes.yaml";
@@ -63,6 +63,14 @@ struct ServeArgs {
         default_value = "127.0.0.1:8080"
     )]
     listen: ListenAddr,
+    /// Connections served at once; more get 503 (lowered to fit the open file limit)
+    #[arg(
+        long,
+        env = "ROOMGATE_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = crate::server::MAX_CONNECTIONS
+    )]
+    max_connections: usize,
 }
 
 impl Cli {
@@ -131,6 +139,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             config.rooms.len()
         );
     }
+    let max_connections = crate::limits::fit_connection_cap(args.max_connections);
     let listener = Listener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {:?}", args.listen))?;
@@ -155,7 +164,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             _ = interrupt.recv() => tracing::info!("SIGINT received"),
         }
     };
-    serve(gw, listener, shutdown).await;
+    serve_with_cap(gw, listener, shutdown, max_connections).await;
     Ok(ExitCode::SUCCESS)
 }
 

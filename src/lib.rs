@@ -17,6 +17,7 @@
 //!   `/status.json`, `/healthz`, `/readyz`, `/metrics`.
 //! - [`server`]: listeners (TCP and unix), connection limits, graceful
 //!   shutdown.
+//! - [`limits`]: the open file limit and the connection cap that fits it.
 //! - [`metrics`]: Prometheus counters and gauges.
 //! - [`cli`]: `serve`, `check` and `probe`.
 #![forbid(unsafe_code)]
@@ -28,6 +29,7 @@ pub mod decision;
 pub mod gateway;
 pub mod health;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod routes;
 pub mod server;

@@ -10,16 +10,16 @@ use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tracing::Instrument;
 
 use crate::gateway::Gateway;
@@ -35,11 +35,20 @@ pub const MAX_HEADERS: usize = 64;
 /// 431 to heads that do not fit.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 
-/// Connections served at once; more are answered 503 and closed.
-pub const MAX_CONNECTIONS: usize = 4096;
+/// Connections served at once by default (`--max-connections`); more are
+/// answered 503 and closed. An idle connection costs a few kilobytes (see
+/// the README's load figures), and the header read timeout closes idle ones.
+pub const MAX_CONNECTIONS: usize = 16384;
 
 /// How long requests in flight may take to finish at shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// At shutdown, how long a connection that was accepted but has not yet
+/// delivered its first request gets to do so. Its client sent the request
+/// right after connecting (it is likely in our socket buffer already);
+/// closing such a connection unanswered would fail a request we accepted.
+/// Short, because browsers also open connections they never use.
+pub const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
 /// Pause after a failed accept (e.g. out of file descriptors), so that the
 /// loop does not spin while the condition lasts.
@@ -142,6 +151,16 @@ async fn remove_stale_socket(path: &Path) -> io::Result<()> {
 /// accepting, lets requests in flight finish (at most [`DRAIN_TIMEOUT`]) and
 /// returns.
 pub async fn serve(gw: Arc<Gateway>, listener: Listener, shutdown: impl Future<Output = ()>) {
+    serve_with_cap(gw, listener, shutdown, MAX_CONNECTIONS).await
+}
+
+/// Like [`serve`], with at most `max_connections` connections at once.
+pub async fn serve_with_cap(
+    gw: Arc<Gateway>,
+    listener: Listener,
+    shutdown: impl Future<Output = ()>,
+    max_connections: usize,
+) {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -149,11 +168,15 @@ pub async fn serve(gw: Arc<Gateway>, listener: Listener, shutdown: impl Future<O
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
+    // acquire_many at shutdown takes a u32.
+    let max_connections = max_connections.clamp(1, u32::MAX as usize);
     let server = Arc::new(Server {
         gw,
         builder,
-        graceful: GracefulShutdown::new(),
-        slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        stopping: watch::Sender::new(false),
+        slots: Arc::new(Semaphore::new(max_connections)),
+        max_connections,
+        accepted: std::sync::atomic::AtomicU64::new(0),
     });
     tokio::pin!(shutdown);
     loop {
@@ -173,12 +196,18 @@ pub async fn serve(gw: Arc<Gateway>, listener: Listener, shutdown: impl Future<O
         }
     }
     drop(listener);
-    tracing::info!("shutting down: no new connections; finishing requests in flight");
-    let Ok(server) = Arc::try_unwrap(server) else {
-        return;
-    };
+    let accepted = server.accepted.load(std::sync::atomic::Ordering::Relaxed);
+    let open = server.max_connections - server.slots.available_permits();
+    // The totals let a test (or an operator) match answers to connections.
+    tracing::info!(
+        "shutting down: no new connections ({accepted} accepted in all, {open} open); \
+         finishing requests in flight"
+    );
+    server.stopping.send_replace(true);
+    // Every connection holds a permit until it is closed.
+    let all = u32::try_from(server.max_connections).unwrap_or(u32::MAX);
     tokio::select! {
-        () = server.graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = server.slots.acquire_many(all) => tracing::info!("all connections closed"),
         () = tokio::time::sleep(DRAIN_TIMEOUT) => {
             tracing::warn!("gave up waiting for connections after {DRAIN_TIMEOUT:?}")
         }
@@ -191,10 +220,14 @@ struct Server {
     gw: Arc<Gateway>,
     /// hyper's connection settings: timeouts and limits.
     builder: http1::Builder,
-    /// Tracks open connections so that shutdown can drain them.
-    graceful: GracefulShutdown,
+    /// Turns true at shutdown: connections finish what they have and close.
+    stopping: watch::Sender<bool>,
     /// One permit per open connection: the connection cap.
     slots: Arc<Semaphore>,
+    /// The cap, for the log.
+    max_connections: usize,
+    /// Connections taken within the cap since the start.
+    accepted: std::sync::atomic::AtomicU64,
 }
 
 /// A new connection from either kind of listener.
@@ -218,22 +251,41 @@ impl Server {
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-            tokio::spawn(reject(stream));
+            tokio::spawn(reject(stream, self.max_connections));
             return;
         };
+        self.accepted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let gw = self.gw.clone();
+        // Whether a request has come in on this connection (see
+        // `until_drained`); a plain flag, so the request path stays lock-free.
+        let served = Arc::new(AtomicBool::new(false));
+        let seen = served.clone();
         let service = service_fn(move |req| {
+            if !seen.load(Ordering::Relaxed) {
+                seen.store(true, Ordering::Relaxed);
+            }
             let gw = gw.clone();
             async move { crate::http::handle(&gw, req).await }
         });
         let conn = self.builder.serve_connection(TokioIo::new(stream), service);
-        let conn = self.graceful.watch(conn);
+        let stopping = self.stopping.subscribe();
         let open = self.gw.metrics.open_connections.clone();
         open.inc();
         let span = tracing::debug_span!("conn", %peer);
         tokio::spawn(
             async move {
-                if let Err(e) = conn.await {
+                tokio::pin!(conn);
+                let ended = tokio::select! {
+                    ended = conn.as_mut() => ended,
+                    () = until_drained(stopping, &served) => {
+                        // Finishes a request in flight (answered with
+                        // `Connection: close`), closes an idle connection.
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = ended {
                     tracing::debug!("connection ended: {e}");
                 }
                 open.dec();
@@ -244,9 +296,20 @@ impl Server {
     }
 }
 
+/// Completes when a connection should wind down: at shutdown, once it has
+/// had a request, or [`FIRST_REQUEST_GRACE`] after shutdown if it has not.
+async fn until_drained(mut stopping: watch::Receiver<bool>, served: &AtomicBool) {
+    // An error means the server is gone, which is a shutdown too.
+    let _ = stopping.wait_for(|stop| *stop).await;
+    let deadline = tokio::time::Instant::now() + FIRST_REQUEST_GRACE;
+    while !served.load(Ordering::Relaxed) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Answers a connection over the cap with a 503, then closes it.
-async fn reject<IO: AsyncWrite + Unpin>(mut stream: IO) {
-    tracing::warn!("connection cap of {MAX_CONNECTIONS} reached; answering 503");
+async fn reject<IO: AsyncWrite + Unpin>(mut stream: IO, cap: usize) {
+    tracing::warn!("connection cap of {cap} reached; answering 503");
     let answer = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
         Content-Length: 20\r\nRetry-After: 1\r\nConnection: close\r\n\r\ntoo many connections";
     let write = async {
