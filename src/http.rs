@@ -15,6 +15,7 @@ use http_body_util::Full;
 use serde::Serialize;
 
 use crate::decision::Choice;
+use crate::forwarded::{self, Peer};
 use crate::gateway::{Gateway, Snapshot};
 use crate::health::State;
 use crate::routes::{location, room_segment, Lookup, RouteRoom};
@@ -29,18 +30,47 @@ pub type Body = Full<Bytes>;
 /// No external anything: the pages are self-contained and have no scripts.
 const CSP: &str = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// Answers one request. Never fails: every problem has an HTTP answer.
-pub async fn handle<B>(gw: &Gateway, req: Request<B>) -> Result<Response<Body>, Infallible> {
+/// Deepest request path whose 404 page links back with `../` steps; deeper
+/// (hostile) paths get links from the forwarded prefix instead, so that the
+/// page does not grow with the path.
+const MAX_RELATIVE_DEPTH: usize = 16;
+
+/// Answers one request from `peer`. Never fails: every problem has an HTTP
+/// answer.
+pub async fn handle<B>(
+    gw: &Gateway,
+    peer: &Peer,
+    req: Request<B>,
+) -> Result<Response<Body>, Infallible> {
+    let resp = respond(gw, peer, &req).await;
+    // The access line. The redirect path must stay cheap, so the client
+    // address is worked out only when someone reads debug lines.
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let snap = gw.snapshot();
+        let client = forwarded::client_addr(peer, req.headers(), &snap.config.trusted_proxies);
+        // The peer is in the connection's span.
+        tracing::debug!(
+            %client,
+            method = %req.method(),
+            uri = %req.uri(),
+            status = resp.status().as_u16(),
+            "request"
+        );
+    }
+    Ok(resp)
+}
+
+async fn respond<B>(gw: &Gateway, peer: &Peer, req: &Request<B>) -> Response<Body> {
     let uri = req.uri();
     let target_len = uri.path_and_query().map_or(0, |p| p.as_str().len());
     if target_len > MAX_URI_LEN {
-        return Ok(plain(StatusCode::URI_TOO_LONG, "request URI too long\n"));
+        return plain(StatusCode::URI_TOO_LONG, "request URI too long\n");
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
         resp.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return Ok(resp);
+        return resp;
     }
     let snap = gw.snapshot();
     let path = uri.path();
@@ -54,23 +84,24 @@ pub async fn handle<B>(gw: &Gateway, req: Request<B>) -> Result<Response<Body>, 
         ),
         "/metrics" => metrics(gw),
         "/status.json" => status_json(gw, &snap).await,
-        _ if path.starts_with("/_/") => not_found(&snap, req.headers()),
-        _ => room(gw, &snap, path, uri.query(), req.headers()).await,
+        _ if path.starts_with("/_/") => not_found(&snap, peer, path, req.headers()),
+        _ => room(gw, &snap, peer, path, uri.query(), req.headers()).await,
     };
-    Ok(resp)
+    resp
 }
 
 /// `/{room}`: the redirect.
 async fn room(
     gw: &Gateway,
     snap: &Snapshot,
+    peer: &Peer,
     path: &str,
     query: Option<&str>,
     headers: &HeaderMap,
 ) -> Response<Body> {
     let Some(name) = room_segment(path) else {
         gw.metrics.not_found.inc();
-        return not_found(snap, headers);
+        return not_found(snap, peer, path, headers);
     };
     match snap.routes.lookup(name) {
         Lookup::Room(room) => {
@@ -108,7 +139,7 @@ async fn room(
         }
         Lookup::NotFound => {
             gw.metrics.not_found.inc();
-            not_found(snap, headers)
+            not_found(snap, peer, path, headers)
         }
     }
 }
@@ -179,19 +210,26 @@ fn links_page<'a>(
 }
 
 /// 404 with the list of rooms: HTML for browsers, text for everyone else.
-fn not_found(snap: &Snapshot, headers: &HeaderMap) -> Response<Body> {
+///
+/// Behind a proxy that mounts us under a prefix (`/raum/Nope/x` arrives as
+/// `/Nope/x`), root-relative links would leave the prefix. The HTML links
+/// are therefore relative to the request path; the text lists paths under
+/// the prefix a trusted proxy forwarded.
+fn not_found(snap: &Snapshot, peer: &Peer, path: &str, headers: &HeaderMap) -> Response<Body> {
     let rooms = &snap.routes.rooms;
+    let prefix = forwarded::prefix(peer, headers, &snap.config.trusted_proxies);
     let mut resp = if wants_html(headers) {
         let mut body = String::from(
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>No such room</title></head>\
              <body><h1>No such room</h1><p>These rooms exist:</p><ul>",
         );
+        let root = root_href(path, prefix);
         for room in rooms {
-            // Root-relative would break behind a path prefix; `./` does not.
             let _ = write!(
                 body,
-                "<li><a href=\"./{0}\">{0}</a></li>",
-                escape(&room.name)
+                "<li><a href=\"{root}{0}\">{0}</a></li>",
+                escape(&room.name),
+                root = escape(&root)
             );
         }
         body.push_str("</ul></body></html>\n");
@@ -199,7 +237,7 @@ fn not_found(snap: &Snapshot, headers: &HeaderMap) -> Response<Body> {
     } else {
         let mut body = String::from("no such room; these rooms exist:\n");
         for room in rooms {
-            let _ = writeln!(body, "/{}", room.name);
+            let _ = writeln!(body, "{prefix}/{}", room.name);
         }
         plain(StatusCode::NOT_FOUND, body)
     };
@@ -207,6 +245,23 @@ fn not_found(snap: &Snapshot, headers: &HeaderMap) -> Response<Body> {
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
+}
+
+/// A link to our root as seen from a page at `path`: `./` at the top level,
+/// one `../` per directory below it (`/Nope/x` -> `../`). Paths deeper
+/// than [`MAX_RELATIVE_DEPTH`] get `{prefix}/` instead (`prefix` is the
+/// validated forwarded prefix, or empty).
+fn root_href(path: &str, prefix: &str) -> String {
+    let depth = path
+        .bytes()
+        .filter(|&b| b == b'/')
+        .count()
+        .saturating_sub(1);
+    match depth {
+        0 => "./".to_owned(),
+        d if d <= MAX_RELATIVE_DEPTH => "../".repeat(d),
+        _ => format!("{prefix}/"),
+    }
 }
 
 /// Whether the client prefers HTML (a browser) over plain text (curl).
@@ -474,6 +529,19 @@ pub fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn root_links_climb_out_of_the_request_path() {
+        assert_eq!(root_href("/", ""), "./");
+        assert_eq!(root_href("/Nope", "/raum"), "./");
+        assert_eq!(root_href("/Nope/", "/raum"), "../");
+        assert_eq!(root_href("/Nope/x", "/raum"), "../");
+        assert_eq!(root_href("/_/a/b", ""), "../../");
+        assert_eq!(root_href("//evil.example", ""), "../");
+        let deep = "/a".repeat(MAX_RELATIVE_DEPTH + 2);
+        assert_eq!(root_href(&deep, "/raum"), "/raum/");
+        assert_eq!(root_href(&deep, ""), "/");
+    }
 
     #[test]
     fn escape_covers_markup_and_quotes() {

@@ -15,6 +15,9 @@
 //!   whole on reload.
 //! - [`http`]: the request handler: redirects, 404/405/414, status page,
 //!   `/status.json`, `/healthz`, `/readyz`, `/metrics`.
+//! - [`forwarded`]: what a trusted reverse proxy says about the request:
+//!   the client address (`X-Forwarded-For`) and the public base URL
+//!   (`X-Forwarded-Proto`, `-Host`, `-Prefix`).
 //! - [`server`]: listeners (TCP and unix), connection limits, graceful
 //!   shutdown.
 //! - [`limits`]: the open file limit and the connection cap that fits it.
@@ -26,6 +29,7 @@
 pub mod cli;
 pub mod config;
 pub mod decision;
+pub mod forwarded;
 pub mod gateway;
 pub mod health;
 pub mod http;

@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Semaphore};
 use tracing::Instrument;
 
+use crate::forwarded::Peer;
 use crate::gateway::Gateway;
 
 /// A client must send its complete request head within this time, on a new
@@ -121,6 +122,19 @@ impl Listener {
         }
     }
 
+    /// Sets the permission bits of a unix socket (`--socket-mode`); nothing
+    /// for TCP. Until this runs the socket has the umask's permissions, which
+    /// are stricter, never looser, than the usual modes.
+    pub fn set_socket_mode(&self, mode: u32) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        match self {
+            Listener::Tcp(_) => Ok(()),
+            Listener::Unix(_, file) => {
+                std::fs::set_permissions(&file.0, std::fs::Permissions::from_mode(mode))
+            }
+        }
+    }
+
     /// The bound address, as a URL-ish string for logs and tests.
     pub fn describe(&self) -> String {
         match self {
@@ -185,9 +199,9 @@ pub async fn serve_with_cap(
             accepted = accept(&listener) => match accepted {
                 Ok(Accepted::Tcp(stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    server.connection(stream, peer.to_string());
+                    server.connection(stream, Peer::Tcp(peer));
                 }
-                Ok(Accepted::Unix(stream)) => server.connection(stream, "unix".to_owned()),
+                Ok(Accepted::Unix(stream)) => server.connection(stream, Peer::Unix),
                 Err(e) => {
                     tracing::warn!("accept failed: {e}; retrying");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -246,12 +260,12 @@ async fn accept(listener: &Listener) -> io::Result<Accepted> {
 }
 
 impl Server {
-    fn connection<IO>(&self, stream: IO, peer: String)
+    fn connection<IO>(&self, stream: IO, peer: Peer)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-            tokio::spawn(reject(stream, self.max_connections));
+            tokio::spawn(reject(stream, peer, self.max_connections));
             return;
         };
         self.accepted
@@ -266,7 +280,7 @@ impl Server {
                 seen.store(true, Ordering::Relaxed);
             }
             let gw = gw.clone();
-            async move { crate::http::handle(&gw, req).await }
+            async move { crate::http::handle(&gw, &peer, req).await }
         });
         let conn = self.builder.serve_connection(TokioIo::new(stream), service);
         let stopping = self.stopping.subscribe();
@@ -308,8 +322,8 @@ async fn until_drained(mut stopping: watch::Receiver<bool>, served: &AtomicBool)
 }
 
 /// Answers a connection over the cap with a 503, then closes it.
-async fn reject<IO: AsyncWrite + Unpin>(mut stream: IO, cap: usize) {
-    tracing::warn!("connection cap of {cap} reached; answering 503");
+async fn reject<IO: AsyncWrite + Unpin>(mut stream: IO, peer: Peer, cap: usize) {
+    tracing::warn!("connection cap of {cap} reached; answering 503 to {peer}");
     let answer = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
         Content-Length: 20\r\nRetry-After: 1\r\nConnection: close\r\n\r\ntoo many connections";
     let write = async {

@@ -360,7 +360,7 @@ async fn reload_fails(wrapper: &[&str], break_it: impl FnOnce(&Path), reason: &s
     // are 0700.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let gate = GateProcess::start_via(wrapper, &file, dir.path()).await;
+    let gate = GateProcess::start_via(wrapper, &file, dir.path(), &[], "info").await;
     let on_primary = format!("{}/Lounge", primary.url());
     assert_eq!(location(&gate.url("/Lounge")).await, on_primary);
 

@@ -47,9 +47,9 @@ fn memory_kb(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// A real roomgate over two healthy stand-ins, run through `wrapper` (e.g.
-/// `env ROOMGATE_MAX_CONNECTIONS=...`), its first probes done.
-async fn setup(wrapper: &[&str]) -> (GateProcess, StandIn, StandIn, tempfile::TempDir) {
+/// A real roomgate over two healthy stand-ins, with `extra` arguments to
+/// `serve`, its first probes done.
+async fn setup(extra: &[&str]) -> (GateProcess, StandIn, StandIn, tempfile::TempDir) {
     let primary = StandIn::http(Mode::Healthy).await;
     let backup = StandIn::http(Mode::Healthy).await;
     let dir = tempfile::tempdir().unwrap();
@@ -58,7 +58,7 @@ async fn setup(wrapper: &[&str]) -> (GateProcess, StandIn, StandIn, tempfile::Te
         "routes.yaml",
         &two_server_yaml(&primary.url(), &backup.url(), ""),
     );
-    let gate = GateProcess::start_via(wrapper, &file, dir.path()).await;
+    let gate = GateProcess::start_via(&[], &file, dir.path(), extra, "info").await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while get(&gate.url("/readyz"), &[]).await.status != 200 {
         assert!(Instant::now() < deadline, "not ready");
@@ -225,8 +225,8 @@ async fn five_thousand_idle_connections_and_a_request_stream() {
 async fn the_connection_cap_answers_503_and_recovers() {
     const CAP: usize = 300;
     raise_fd_limit(2 * CAP as u64);
-    let cap = format!("ROOMGATE_MAX_CONNECTIONS={CAP}");
-    let (gate, primary, _backup, _dir) = setup(&["env", &cap]).await;
+    let cap = CAP.to_string();
+    let (gate, primary, _backup, _dir) = setup(&["--max-connections", &cap]).await;
     let pid = gate.pid().expect("running");
     let want = format!("{}/Lounge", primary.url());
 

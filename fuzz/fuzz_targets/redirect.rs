@@ -2,9 +2,12 @@
 //! (`roomgate::http::handle`) of a real gateway.
 //!
 //! Input: byte 0 picks the config variant (bits 0-1: unlisted rooms
-//! allowed, `when_all_down: page`) and the method (bits 2-3); byte 1 gives
-//! the health of the three servers (2 bits each: unknown, up, down, down);
-//! the rest is the request target, parsed into a `Uri` as hyper does.
+//! allowed, `when_all_down: page`), the method (bits 2-3) and the peer
+//! (bits 4-5: loopback, a trusted proxy by default; a public address; a unix
+//! socket); byte 1 gives the health of the three servers (2 bits each:
+//! unknown, up, down, down); the rest is the request target, parsed into a
+//! `Uri` as hyper does, then after the first LF optional `name: value`
+//! header lines (so `X-Forwarded-*` from trusted and untrusted peers too).
 //!
 //! Invariants: no panic; at most one Location; a Location only on
 //! 302/303/307; it starts with a configured server URL plus `/`, has that
@@ -16,9 +19,13 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use std::net::SocketAddr;
+
+use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Uri};
 use libfuzzer_sys::fuzz_target;
 use roomgate::config::Config;
+use roomgate::forwarded::Peer;
 use roomgate::gateway::{ConfigSource, Gateway};
 use roomgate::health::State;
 
@@ -101,18 +108,40 @@ fn state(bits: u8) -> State {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let [control, health, target @ ..] = data else {
+    let [control, health, rest @ ..] = data else {
         return;
+    };
+    let (target, headers) = match rest.iter().position(|&b| b == b'\n') {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, &[][..]),
     };
     let Ok(uri) = Uri::try_from(target) else {
         return;
+    };
+    let peer = match control >> 4 & 3 {
+        0 | 1 => Peer::Tcp(SocketAddr::from(([127, 0, 0, 1], 40000))),
+        2 => Peer::Tcp(SocketAddr::from(([203, 0, 113, 7], 40000))),
+        _ => Peer::Unix,
     };
     let method = [Method::GET, Method::HEAD, Method::GET, Method::POST]
         [usize::from(control >> 2 & 3)]
     .clone();
     let fx = fixture();
     let gw = &fx.gateways[usize::from(control & 3)];
-    let Ok(req) = Request::builder().method(method).uri(uri).body(()) else {
+    let mut builder = Request::builder().method(method).uri(uri);
+    for line in headers.split(|&b| b == b'\n') {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(&line[..colon]),
+            HeaderValue::from_bytes(line[colon + 1..].trim_ascii()),
+        ) else {
+            continue;
+        };
+        builder = builder.header(name, value);
+    }
+    let Ok(req) = builder.body(()) else {
         return;
     };
     let resp = fx.rt.block_on(async {
@@ -122,7 +151,7 @@ fuzz_target!(|data: &[u8]| {
                 .set_state_by_hand(handle, state(health >> (2 * i)))
                 .await;
         }
-        roomgate::http::handle(gw, req).await
+        roomgate::http::handle(gw, &peer, req).await
     });
     let Ok(resp) = resp;
     let locations: Vec<_> = resp

@@ -94,13 +94,25 @@ impl GateProcess {
     /// Starts `roomgate serve --config <config> --listen 127.0.0.1:0` in
     /// `cwd`, and waits (bounded) until it listens.
     pub async fn start(config: &Path, cwd: &Path) -> GateProcess {
-        GateProcess::start_via(&[], config, cwd).await
+        GateProcess::start_with(config, cwd, "info").await
     }
 
-    /// Like [`GateProcess::start`], run through `wrapper`: a command and
-    /// its arguments that execs the rest (e.g. `setpriv --reuid=...`).
-    pub async fn start_via(wrapper: &[&str], config: &Path, cwd: &Path) -> GateProcess {
-        let mut gate = GateProcess::spawn_via(wrapper, config, cwd, "127.0.0.1:0");
+    /// Like [`GateProcess::start`] with `RUST_LOG=rust_log`.
+    pub async fn start_with(config: &Path, cwd: &Path, rust_log: &str) -> GateProcess {
+        GateProcess::start_via(&[], config, cwd, &[], rust_log).await
+    }
+
+    /// Like [`GateProcess::start`], run through `wrapper` (a command and its
+    /// arguments that execs the rest, e.g. `setpriv --reuid=...`), with
+    /// `extra` arguments after `serve` and `RUST_LOG=rust_log`.
+    pub async fn start_via(
+        wrapper: &[&str],
+        config: &Path,
+        cwd: &Path,
+        extra: &[&str],
+        rust_log: &str,
+    ) -> GateProcess {
+        let mut gate = GateProcess::spawn_via(wrapper, config, cwd, "127.0.0.1:0", extra, rust_log);
         let line = gate
             .wait_log("listening on http://", Duration::from_secs(10))
             .await
@@ -113,12 +125,31 @@ impl GateProcess {
     /// Starts `roomgate serve --config <config> --listen <listen>` in `cwd`
     /// without waiting for anything; `base` stays empty.
     pub fn spawn(config: &Path, cwd: &Path, listen: &str) -> GateProcess {
-        GateProcess::spawn_via(&[], config, cwd, listen)
+        GateProcess::spawn_with(config, cwd, listen, &[], "info")
     }
 
-    /// Like [`GateProcess::spawn`], run through `wrapper` (see
+    /// Like [`GateProcess::spawn`], with `extra` arguments after `serve` and
+    /// `RUST_LOG=rust_log` (e.g. `debug` for the access lines).
+    pub fn spawn_with(
+        config: &Path,
+        cwd: &Path,
+        listen: &str,
+        extra: &[&str],
+        rust_log: &str,
+    ) -> GateProcess {
+        GateProcess::spawn_via(&[], config, cwd, listen, extra, rust_log)
+    }
+
+    /// Like [`GateProcess::spawn_with`], run through `wrapper` (see
     /// [`GateProcess::start_via`]).
-    pub fn spawn_via(wrapper: &[&str], config: &Path, cwd: &Path, listen: &str) -> GateProcess {
+    pub fn spawn_via(
+        wrapper: &[&str],
+        config: &Path,
+        cwd: &Path,
+        listen: &str,
+        extra: &[&str],
+        rust_log: &str,
+    ) -> GateProcess {
         let bin = env!("CARGO_BIN_EXE_roomgate");
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
@@ -129,10 +160,12 @@ impl GateProcess {
             None => tokio::process::Command::new(bin),
         };
         let mut child = command
-            .args(["serve", "--listen", listen, "--config"])
+            .args(["serve", "--listen", listen])
+            .args(extra)
+            .arg("--config")
             .arg(config)
             .current_dir(cwd)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .env_remove("ROOMGATE_CONFIG")
             .env_remove("ROOMGATE_LISTEN")
             .stdin(Stdio::null())
@@ -161,11 +194,6 @@ impl GateProcess {
     /// The absolute URL of `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
-    }
-
-    /// The process id, while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.id()
     }
 
     /// Sends a signal by name (`HUP`, `TERM`, `INT`) with kill(1).
@@ -208,6 +236,21 @@ impl GateProcess {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Number of stderr lines that contain `needle`.
+    pub fn count_log(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// Number of stderr lines so far.
