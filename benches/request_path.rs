@@ -20,6 +20,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use http::{Request, Response};
 use roomgate::config::Config;
 use roomgate::decision::choose;
+use roomgate::forwarded::Peer;
 use roomgate::gateway::{ConfigSource, Gateway};
 use roomgate::health::State;
 use roomgate::http::{handle, Body};
@@ -50,7 +51,8 @@ fn request(target: &str) -> Request<()> {
 }
 
 fn response(gw: &Gateway, target: &str) -> Response<Body> {
-    match now(handle(gw, request(target))) {
+    let peer = Peer::Tcp(([127, 0, 0, 1], 40000).into());
+    match now(handle(gw, &peer, request(target))) {
         Ok(resp) => resp,
         Err(never) => match never {},
     }

@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -18,8 +19,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpSocket, UnixListener};
+use tokio::sync::{oneshot, watch, Semaphore};
 use tracing::Instrument;
 
 use crate::forwarded::Peer;
@@ -104,7 +105,21 @@ impl Listener {
     /// replaced; one that still answers is an error, not a takeover.
     pub async fn bind(addr: &ListenAddr) -> io::Result<Listener> {
         match addr {
-            ListenAddr::Tcp(addr) => Ok(Listener::Tcp(TcpListener::bind(addr.as_str()).await?)),
+            ListenAddr::Tcp(addr) => {
+                let mut last = None;
+                for a in tokio::net::lookup_host(addr.as_str()).await? {
+                    match bind_tcp(a) {
+                        Ok(listener) => return Ok(Listener::Tcp(listener)),
+                        Err(e) => last = Some(e),
+                    }
+                }
+                Err(last.unwrap_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("{addr} resolves to no address"),
+                    )
+                }))
+            }
             ListenAddr::Unix(path) => {
                 remove_stale_socket(path).await?;
                 let listener = UnixListener::bind(path)?;
@@ -155,7 +170,31 @@ async fn remove_stale_socket(path: &Path) -> io::Result<()> {
 /// Serves `gw` on `listener` until `shutdown` completes, then stops
 /// accepting, lets requests in flight finish (at most [`DRAIN_TIMEOUT`]) and
 /// returns.
+///
+/// Requests are served by one thread per core, each with its own
+/// single-threaded runtime accepting from the same listening socket, as
+/// nginx's workers do: a connection lives and dies on the thread that
+/// accepted it, with no work stealing, no cross-thread wake-ups and no locks
+/// between requests. Probes, signals and reloads stay on the caller's
+/// runtime.
 pub async fn serve(gw: Arc<Gateway>, listener: Listener, shutdown: impl Future<Output = ()>) {
+    serve_with(gw, listener, default_workers(), shutdown).await;
+}
+
+/// [`serve`] with `workers` HTTP threads.
+pub async fn serve_with(
+    gw: Arc<Gateway>,
+    listener: Listener,
+    workers: usize,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (sockets, socket_file) = match listener.into_std(workers) {
+        Ok(parts) => parts,
+        Err(e) => {
+            tracing::error!("cannot hand the listening socket to the HTTP workers: {e}");
+            return;
+        }
+    };
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -166,19 +205,112 @@ pub async fn serve(gw: Arc<Gateway>, listener: Listener, shutdown: impl Future<O
     let server = Arc::new(Server {
         gw,
         builder,
-        graceful: GracefulShutdown::new(),
         slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
     });
-    tokio::pin!(shutdown);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut workers = Vec::new();
+    for (i, socket) in sockets.into_iter().enumerate() {
+        let (done_tx, done_rx) = oneshot::channel();
+        let (closed_tx, closed_rx) = oneshot::channel();
+        let (server, stop) = (server.clone(), stop_rx.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("roomgate-http-{i}"))
+            .spawn(move || {
+                let drained = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(worker(server, socket, stop, closed_tx)),
+                    Err(e) => {
+                        tracing::error!("cannot start HTTP worker {i}: {e}");
+                        true
+                    }
+                };
+                let _ = done_tx.send(drained);
+            });
+        match spawned {
+            Ok(_) => workers.push((closed_rx, done_rx)),
+            Err(e) => tracing::error!("cannot start HTTP worker {i}: {e}"),
+        }
+    }
+    if workers.is_empty() {
+        return;
+    }
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    let mut finishing = Vec::with_capacity(workers.len());
+    for (closed, done) in workers {
+        let _ = closed.await;
+        finishing.push(done);
+    }
+    tracing::info!("shutting down: no new connections; finishing requests in flight");
+    let mut drained = true;
+    for done in finishing {
+        drained &= done.await.unwrap_or(true);
+    }
+    if drained {
+        tracing::info!("all connections closed");
+    } else {
+        tracing::warn!("gave up waiting for connections after {DRAIN_TIMEOUT:?}");
+    }
+    drop(socket_file);
+}
+
+/// Binds `addr` so that each worker can listen on it with a socket of its
+/// own (`SO_REUSEPORT`: the kernel spreads new connections evenly). A port
+/// that another process listens on is refused first by a plain bind, so two
+/// roomgates never share a port by accident.
+fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    if addr.port() != 0 {
+        // Fails when anyone listens there, with SO_REUSEPORT or without.
+        drop(std::net::TcpListener::bind(addr)?);
+    }
+    reuseport_listener(addr)
+}
+
+fn reuseport_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// One HTTP worker per core (at most 16): what nginx's `worker_processes
+/// auto` picks.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(16))
+}
+
+/// One worker's loop: accept and serve until told to stop, then drain.
+/// Returns whether every connection finished within [`DRAIN_TIMEOUT`].
+async fn worker(
+    server: Arc<Server>,
+    socket: StdListener,
+    mut stop: watch::Receiver<bool>,
+    closed: oneshot::Sender<()>,
+) -> bool {
+    let listener = match socket.register() {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!("HTTP worker cannot use the listening socket: {e}");
+            return true;
+        }
+    };
+    let graceful = GracefulShutdown::new();
     loop {
         tokio::select! {
-            () = &mut shutdown => break,
-            accepted = accept(&listener) => match accepted {
+            _ = stop.wait_for(|stop| *stop) => break,
+            accepted = listener.accept() => match accepted {
                 Ok(Accepted::Tcp(stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    server.connection(stream, Peer::Tcp(peer));
+                    server.connection(&graceful, stream, Peer::Tcp(peer));
                 }
-                Ok(Accepted::Unix(stream)) => server.connection(stream, Peer::Unix),
+                Ok(Accepted::Unix(stream)) => server.connection(&graceful, stream, Peer::Unix),
                 Err(e) => {
                     tracing::warn!("accept failed: {e}; retrying");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -187,28 +319,84 @@ pub async fn serve(gw: Arc<Gateway>, listener: Listener, shutdown: impl Future<O
         }
     }
     drop(listener);
-    tracing::info!("shutting down: no new connections; finishing requests in flight");
-    let Ok(server) = Arc::try_unwrap(server) else {
-        return;
-    };
+    let _ = closed.send(());
     tokio::select! {
-        () = server.graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(DRAIN_TIMEOUT) => {
-            tracing::warn!("gave up waiting for connections after {DRAIN_TIMEOUT:?}")
-        }
+        () = graceful.shutdown() => true,
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => false,
     }
 }
 
-/// What the accept loop shares with connection tasks.
+/// What the workers share.
 struct Server {
     /// What requests are answered from.
     gw: Arc<Gateway>,
     /// hyper's connection settings: timeouts and limits.
     builder: http1::Builder,
-    /// Tracks open connections so that shutdown can drain them.
-    graceful: GracefulShutdown,
-    /// One permit per open connection: the connection cap.
+    /// One permit per open connection: the connection cap, across workers.
     slots: Arc<Semaphore>,
+}
+
+/// The listening socket, detached from any runtime so that each worker can
+/// register its own copy.
+enum StdListener {
+    /// The socket bound at start.
+    Tcp(std::net::TcpListener),
+    /// A further worker's own socket on the same address, made when the
+    /// worker starts; a copy of the first socket if that fails.
+    TcpAlso(SocketAddr, std::net::TcpListener),
+    /// A unix socket is shared by all workers.
+    Unix(std::os::unix::net::UnixListener),
+}
+
+/// A worker's registered copy of the listening socket.
+enum WorkerListener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// `n` handles on the listening socket (one socket, shared), and the
+    /// socket file guard to hold until serving ends.
+    fn into_std(self, n: usize) -> io::Result<(Vec<StdListener>, Option<SocketFile>)> {
+        let (first, file) = match self {
+            Listener::Tcp(l) => (StdListener::Tcp(l.into_std()?), None),
+            Listener::Unix(l, file) => (StdListener::Unix(l.into_std()?), Some(file)),
+        };
+        let mut all = Vec::with_capacity(n);
+        for _ in 1..n.max(1) {
+            all.push(match &first {
+                StdListener::Tcp(l) | StdListener::TcpAlso(_, l) => {
+                    StdListener::TcpAlso(l.local_addr()?, l.try_clone()?)
+                }
+                StdListener::Unix(l) => StdListener::Unix(l.try_clone()?),
+            });
+        }
+        all.push(first);
+        Ok((all, file))
+    }
+}
+
+impl StdListener {
+    /// Registers this handle with the current (worker) runtime.
+    fn register(self) -> io::Result<WorkerListener> {
+        match self {
+            StdListener::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                Ok(WorkerListener::Tcp(TcpListener::from_std(l)?))
+            }
+            StdListener::TcpAlso(addr, copy) => match reuseport_listener(addr) {
+                Ok(own) => Ok(WorkerListener::Tcp(own)),
+                Err(e) => {
+                    tracing::debug!("worker shares the first socket ({e})");
+                    StdListener::Tcp(copy).register()
+                }
+            },
+            StdListener::Unix(l) => {
+                l.set_nonblocking(true)?;
+                Ok(WorkerListener::Unix(UnixListener::from_std(l)?))
+            }
+        }
+    }
 }
 
 /// A new connection from either kind of listener.
@@ -219,15 +407,17 @@ enum Accepted {
     Unix(tokio::net::UnixStream),
 }
 
-async fn accept(listener: &Listener) -> io::Result<Accepted> {
-    match listener {
-        Listener::Tcp(l) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
-        Listener::Unix(l, _) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+impl WorkerListener {
+    async fn accept(&self) -> io::Result<Accepted> {
+        match self {
+            WorkerListener::Tcp(l) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
+            WorkerListener::Unix(l) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+        }
     }
 }
 
 impl Server {
-    fn connection<IO>(&self, stream: IO, peer: Peer)
+    fn connection<IO>(&self, graceful: &GracefulShutdown, stream: IO, peer: Peer)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -241,20 +431,22 @@ impl Server {
             async move { crate::http::handle(&gw, &peer, req).await }
         });
         let conn = self.builder.serve_connection(TokioIo::new(stream), service);
-        let conn = self.graceful.watch(conn);
+        let conn = graceful.watch(conn);
         let open = self.gw.metrics.open_connections.clone();
         open.inc();
-        let span = tracing::debug_span!("conn", %peer);
-        tokio::spawn(
-            async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!("connection ended: {e}");
-                }
-                open.dec();
-                drop(permit);
+        let served = async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection ended: {e}");
             }
-            .instrument(span),
-        );
+            open.dec();
+            drop(permit);
+        };
+        // The span names the peer in debug lines; without them, no span.
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tokio::spawn(served.instrument(tracing::debug_span!("conn", %peer)));
+        } else {
+            tokio::spawn(served);
+        }
     }
 }
 
