@@ -51,8 +51,7 @@ fn request(target: &str) -> Request<()> {
 }
 
 fn response(gw: &Gateway, target: &str) -> Response<Body> {
-    // A client of a local nginx, as in the deployment the README shows.
-    let peer = Peer::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 50000)));
+    let peer = Peer::Tcp(([127, 0, 0, 1], 40000).into());
     match now(handle(gw, &peer, request(target))) {
         Ok(resp) => resp,
         Err(never) => match never {},

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{CheckKind, Config};
 use crate::gateway::{ConfigSource, Gateway};
 use crate::health::{Probe, ServerProbe};
-use crate::server::{serve_with_cap, ListenAddr, Listener};
+use crate::server::{default_workers, serve_with_limits, ListenAddr, Listener};
 
 /// Config file used when none is named.
 pub const DEFAULT_CONFIG: &str = "routes.yaml";
@@ -82,6 +82,11 @@ struct ServeArgs {
         value_parser = parse_socket_mode
     )]
     socket_mode: u32,
+    /// Threads that serve HTTP [default: one per core]. Where a load
+    /// generator or other busy work shares a small machine, fewer can be
+    /// faster.
+    #[arg(long, env = "ROOMGATE_WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: Option<u16>,
 }
 
 /// `--socket-mode`: octal permission bits such as `660` or `0660`.
@@ -99,7 +104,11 @@ impl Cli {
     /// Runs the command the user asked for.
     pub fn run(self) -> anyhow::Result<ExitCode> {
         init_logging();
+        // Requests are served by per-core workers of their own (see
+        // `server::serve`); this runtime only runs probes, signals and
+        // reloads, for which one thread is plenty.
         let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .enable_all()
             .build()
             .context("starting the async runtime")?;
@@ -189,7 +198,8 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             _ = interrupt.recv() => tracing::info!("SIGINT received"),
         }
     };
-    serve_with_cap(gw, listener, shutdown, max_connections).await;
+    let workers = args.workers.map_or_else(default_workers, usize::from);
+    serve_with_limits(gw, listener, workers, max_connections, shutdown).await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -185,17 +185,24 @@ impl Gateway {
                 handle.wait_ready(deadline).await;
             }
         }
-        for (slot, i) in states.iter_mut().zip(servers) {
-            *slot = self.monitor.state(&snap.servers[i]).await;
-        }
+        read_states(snap, servers, states);
     }
 
     /// Decides where a room with these servers goes now.
+    ///
+    /// In steady state every server has a result and this does not wait: it
+    /// reads one atomic word per server and decides, with no lock and no
+    /// allocation. Only at cold start does it wait (see [`COLD_START_WAIT`]).
     pub async fn choose(
         &self,
         snap: &Snapshot,
         servers: impl ExactSizeIterator<Item = usize> + Clone,
     ) -> Choice {
+        if servers.clone().all(|i| snap.servers[i].is_ready()) {
+            return with_states(snap, servers, |states| {
+                choose(states, snap.routes.when_all_down)
+            });
+        }
         let deadline = tokio::time::Instant::now() + COLD_START_WAIT;
         self.choose_by(snap, servers, deadline).await
     }
@@ -219,5 +226,32 @@ impl Gateway {
         };
         self.states_into(snap, servers, states, deadline).await;
         choose(states, snap.routes.when_all_down)
+    }
+}
+
+/// The route state of each of `servers` now, written into `states`.
+fn read_states(snap: &Snapshot, servers: impl Iterator<Item = usize>, states: &mut [State]) {
+    let now = tokio::time::Instant::now();
+    for (slot, i) in states.iter_mut().zip(servers) {
+        *slot = snap.servers[i].route_state(now);
+    }
+}
+
+/// Calls `f` with the route states of `servers`, on the stack for rooms of
+/// up to [`INLINE_TARGETS`] servers.
+fn with_states<T>(
+    snap: &Snapshot,
+    servers: impl ExactSizeIterator<Item = usize>,
+    f: impl FnOnce(&[State]) -> T,
+) -> T {
+    let n = servers.len();
+    if n <= INLINE_TARGETS {
+        let mut inline = [State::Unknown; INLINE_TARGETS];
+        read_states(snap, servers, &mut inline[..n]);
+        f(&inline[..n])
+    } else {
+        let mut heap = vec![State::Unknown; n];
+        read_states(snap, servers, &mut heap);
+        f(&heap)
     }
 }

@@ -18,7 +18,7 @@ use crate::decision::Choice;
 use crate::forwarded::{self, Peer};
 use crate::gateway::{Gateway, Snapshot};
 use crate::health::State;
-use crate::routes::{location, room_segment, Lookup, RouteRoom};
+use crate::routes::{location, room_segment, Lookup, RouteRoom, RouteTarget};
 
 /// Longest request target (path and query) we read; longer ones get 414.
 /// Room links are short, and Jitsi's longest real query (`?jwt=`) fits.
@@ -111,7 +111,7 @@ async fn room(
                     let target = &room.targets[i];
                     target.redirects.inc();
                     match query {
-                        None => redirect(snap, target.location.clone(), target.body.clone()),
+                        None => redirect_prebuilt(snap, target),
                         Some(q) => {
                             let base = &snap.config.servers[target.server].url;
                             redirect_to(snap, &location(base, &target.room, Some(q)))
@@ -146,12 +146,29 @@ async fn room(
 
 /// A redirect whose Location was built at load time.
 fn redirect(snap: &Snapshot, location: HeaderValue, body: Bytes) -> Response<Body> {
-    let mut resp = html(snap.routes.redirect_status, body);
-    let headers = resp.headers_mut();
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = snap.routes.redirect_status;
+    *resp.headers_mut() = redirect_head(location);
+    resp
+}
+
+/// A redirect to a listed room: body and headers were built when the config
+/// was loaded, so this clones shared buffers and nothing else.
+fn redirect_prebuilt(snap: &Snapshot, target: &RouteTarget) -> Response<Body> {
+    let mut resp = Response::new(Full::new(target.body.clone()));
+    *resp.status_mut() = snap.routes.redirect_status;
+    *resp.headers_mut() = target.head.clone();
+    resp
+}
+
+/// Every header of a redirect to `location`.
+pub(crate) fn redirect_head(location: HeaderValue) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(8);
+    html_headers(&mut headers);
     headers.insert(header::LOCATION, location);
     // The answer changes with health: no browser or proxy may keep it.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
+    headers
 }
 
 /// A redirect to a URL built for this request (it carries a query, or an
@@ -490,7 +507,12 @@ fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
 fn html(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
-    let headers = resp.headers_mut();
+    html_headers(resp.headers_mut());
+    resp
+}
+
+/// The content type and security headers every HTML answer carries.
+fn html_headers(headers: &mut HeaderMap) {
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
@@ -507,7 +529,6 @@ fn html(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    resp
 }
 
 /// Escapes text for HTML element content and quoted attribute values.

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue};
 use prometheus_client::metrics::counter::Counter;
 
 use crate::config::{Config, WhenAllDown, MAX_NAME_LEN, RESERVED_NAMES};
@@ -55,6 +55,8 @@ pub struct RouteTarget {
     pub location: HeaderValue,
     /// The HTML body of the redirect, for clients that do not follow it.
     pub body: Bytes,
+    /// Every header of the redirect, `location` included.
+    pub head: HeaderMap,
     /// Redirects to this room on this server.
     pub redirects: Counter,
 }
@@ -98,11 +100,13 @@ impl Routes {
                     .map(|t| {
                         let server = &config.servers[t.server];
                         let url = location(&server.url, &t.room, None);
+                        let location = HeaderValue::from_str(&url)
+                            .expect("server URLs and room names are validated");
                         RouteTarget {
                             server: t.server,
                             room: t.room.clone(),
-                            location: HeaderValue::from_str(&url)
-                                .expect("server URLs and room names are validated"),
+                            head: crate::http::redirect_head(location.clone()),
+                            location,
                             body: Bytes::from(crate::http::redirect_body(&url)),
                             url,
                             redirects: metrics

@@ -8,9 +8,10 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +19,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{watch, Semaphore};
+use tokio::net::{TcpListener, TcpSocket, UnixListener};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tracing::Instrument;
 
 use crate::forwarded::Peer;
@@ -37,8 +38,8 @@ pub const MAX_HEADERS: usize = 64;
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// Connections served at once by default (`--max-connections`); more are
-/// answered 503 and closed. An idle connection costs a few kilobytes (see
-/// the README's load figures), and the header read timeout closes idle ones.
+/// answered 503 and closed. An idle connection costs about 12 kB (see the
+/// README's load figures), and the header read timeout closes idle ones.
 pub const MAX_CONNECTIONS: usize = 16384;
 
 /// How long requests in flight may take to finish at shutdown.
@@ -113,7 +114,21 @@ impl Listener {
     /// replaced; one that still answers is an error, not a takeover.
     pub async fn bind(addr: &ListenAddr) -> io::Result<Listener> {
         match addr {
-            ListenAddr::Tcp(addr) => Ok(Listener::Tcp(TcpListener::bind(addr.as_str()).await?)),
+            ListenAddr::Tcp(addr) => {
+                let mut last = None;
+                for a in tokio::net::lookup_host(addr.as_str()).await? {
+                    match bind_tcp(a) {
+                        Ok(listener) => return Ok(Listener::Tcp(listener)),
+                        Err(e) => last = Some(e),
+                    }
+                }
+                Err(last.unwrap_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("{addr} resolves to no address"),
+                    )
+                }))
+            }
             ListenAddr::Unix(path) => {
                 remove_stale_socket(path).await?;
                 let listener = UnixListener::bind(path)?;
@@ -164,17 +179,42 @@ async fn remove_stale_socket(path: &Path) -> io::Result<()> {
 /// Serves `gw` on `listener` until `shutdown` completes, then stops
 /// accepting, lets requests in flight finish (at most [`DRAIN_TIMEOUT`]) and
 /// returns.
+///
+/// Requests are served by one thread per core, each with its own
+/// single-threaded runtime accepting from the same listening socket, as
+/// nginx's workers do: a connection lives and dies on the thread that
+/// accepted it, with no work stealing, no cross-thread wake-ups and no locks
+/// between requests. Probes, signals and reloads stay on the caller's
+/// runtime.
 pub async fn serve(gw: Arc<Gateway>, listener: Listener, shutdown: impl Future<Output = ()>) {
-    serve_with_cap(gw, listener, shutdown, MAX_CONNECTIONS).await
+    serve_with(gw, listener, default_workers(), shutdown).await;
 }
 
-/// Like [`serve`], with at most `max_connections` connections at once.
-pub async fn serve_with_cap(
+/// [`serve`] with `workers` HTTP threads.
+pub async fn serve_with(
     gw: Arc<Gateway>,
     listener: Listener,
+    workers: usize,
     shutdown: impl Future<Output = ()>,
-    max_connections: usize,
 ) {
+    serve_with_limits(gw, listener, workers, MAX_CONNECTIONS, shutdown).await;
+}
+
+/// [`serve_with`], serving at most `max_connections` connections at once.
+pub async fn serve_with_limits(
+    gw: Arc<Gateway>,
+    listener: Listener,
+    workers: usize,
+    max_connections: usize,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (sockets, socket_file) = match listener.into_std(workers) {
+        Ok(parts) => parts,
+        Err(e) => {
+            tracing::error!("cannot hand the listening socket to the HTTP workers: {e}");
+            return;
+        }
+    };
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -182,26 +222,126 @@ pub async fn serve_with_cap(
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
-    // acquire_many at shutdown takes a u32.
-    let max_connections = max_connections.clamp(1, u32::MAX as usize);
     let server = Arc::new(Server {
         gw,
         builder,
-        stopping: watch::Sender::new(false),
         slots: Arc::new(Semaphore::new(max_connections)),
         max_connections,
-        accepted: std::sync::atomic::AtomicU64::new(0),
+        accepted: AtomicU64::new(0),
     });
-    tokio::pin!(shutdown);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut workers = Vec::new();
+    for (i, socket) in sockets.into_iter().enumerate() {
+        let (done_tx, done_rx) = oneshot::channel();
+        let (closed_tx, closed_rx) = oneshot::channel();
+        let (server, stop) = (server.clone(), stop_rx.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("roomgate-http-{i}"))
+            .spawn(move || {
+                let drained = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(worker(server, socket, stop, closed_tx)),
+                    Err(e) => {
+                        tracing::error!("cannot start HTTP worker {i}: {e}");
+                        true
+                    }
+                };
+                let _ = done_tx.send(drained);
+            });
+        match spawned {
+            Ok(_) => workers.push((closed_rx, done_rx)),
+            Err(e) => tracing::error!("cannot start HTTP worker {i}: {e}"),
+        }
+    }
+    if workers.is_empty() {
+        return;
+    }
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    let mut finishing = Vec::with_capacity(workers.len());
+    for (closed, done) in workers {
+        let _ = closed.await;
+        finishing.push(done);
+    }
+    let accepted = server.accepted.load(Ordering::Relaxed);
+    let open = server.max_connections - server.slots.available_permits();
+    // The totals let a test (or an operator) match answers to connections.
+    tracing::info!(
+        "shutting down: no new connections ({accepted} accepted in all, {open} open); \
+         finishing requests in flight"
+    );
+    let mut drained = true;
+    for done in finishing {
+        drained &= done.await.unwrap_or(true);
+    }
+    if drained {
+        tracing::info!("all connections closed");
+    } else {
+        tracing::warn!("gave up waiting for connections after {DRAIN_TIMEOUT:?}");
+    }
+    drop(socket_file);
+}
+
+/// Binds `addr` so that each worker can listen on it with a socket of its
+/// own (`SO_REUSEPORT`: the kernel spreads new connections evenly). A port
+/// that another process listens on is refused first by a plain bind, so two
+/// roomgates never share a port by accident.
+fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    if addr.port() != 0 {
+        // Fails when anyone listens there, with SO_REUSEPORT or without.
+        drop(std::net::TcpListener::bind(addr)?);
+    }
+    reuseport_listener(addr)
+}
+
+fn reuseport_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// One HTTP worker per core (at most 16): what nginx's `worker_processes
+/// auto` picks.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(16))
+}
+
+/// One worker's loop: accept and serve until told to stop, then drain.
+/// Returns whether every connection finished within [`DRAIN_TIMEOUT`].
+async fn worker(
+    server: Arc<Server>,
+    socket: StdListener,
+    mut stop: watch::Receiver<bool>,
+    closed: oneshot::Sender<()>,
+) -> bool {
+    let listener = match socket.register() {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!("HTTP worker cannot use the listening socket: {e}");
+            return true;
+        }
+    };
+    // Every connection task holds a clone; when all are gone, `recv` below
+    // ends: the worker's connections are drained.
+    let (alive, mut all_closed) = mpsc::channel::<()>(1);
+    let told = stop.clone();
     loop {
         tokio::select! {
-            () = &mut shutdown => break,
-            accepted = accept(&listener) => match accepted {
+            _ = stop.wait_for(|stop| *stop) => break,
+            accepted = listener.accept() => match accepted {
                 Ok(Accepted::Tcp(stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    server.connection(stream, Peer::Tcp(peer));
+                    server.connection(&alive, &told, stream, Peer::Tcp(peer));
                 }
-                Ok(Accepted::Unix(stream)) => server.connection(stream, Peer::Unix),
+                Ok(Accepted::Unix(stream)) => server.connection(&alive, &told, stream, Peer::Unix),
                 Err(e) => {
                     tracing::warn!("accept failed: {e}; retrying");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -210,38 +350,89 @@ pub async fn serve_with_cap(
         }
     }
     drop(listener);
-    let accepted = server.accepted.load(std::sync::atomic::Ordering::Relaxed);
-    let open = server.max_connections - server.slots.available_permits();
-    // The totals let a test (or an operator) match answers to connections.
-    tracing::info!(
-        "shutting down: no new connections ({accepted} accepted in all, {open} open); \
-         finishing requests in flight"
-    );
-    server.stopping.send_replace(true);
-    // Every connection holds a permit until it is closed.
-    let all = u32::try_from(server.max_connections).unwrap_or(u32::MAX);
+    let _ = closed.send(());
+    drop(alive);
     tokio::select! {
-        _ = server.slots.acquire_many(all) => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(DRAIN_TIMEOUT) => {
-            tracing::warn!("gave up waiting for connections after {DRAIN_TIMEOUT:?}")
-        }
+        _ = all_closed.recv() => true,
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => false,
     }
 }
 
-/// What the accept loop shares with connection tasks.
+/// What the workers share.
 struct Server {
     /// What requests are answered from.
     gw: Arc<Gateway>,
     /// hyper's connection settings: timeouts and limits.
     builder: http1::Builder,
-    /// Turns true at shutdown: connections finish what they have and close.
-    stopping: watch::Sender<bool>,
-    /// One permit per open connection: the connection cap.
+    /// One permit per open connection: the connection cap, across workers.
     slots: Arc<Semaphore>,
     /// The cap, for the log.
     max_connections: usize,
     /// Connections taken within the cap since the start.
-    accepted: std::sync::atomic::AtomicU64,
+    accepted: AtomicU64,
+}
+
+/// The listening socket, detached from any runtime so that each worker can
+/// register its own copy.
+enum StdListener {
+    /// The socket bound at start.
+    Tcp(std::net::TcpListener),
+    /// A further worker's own socket on the same address, made when the
+    /// worker starts; a copy of the first socket if that fails.
+    TcpAlso(SocketAddr, std::net::TcpListener),
+    /// A unix socket is shared by all workers.
+    Unix(std::os::unix::net::UnixListener),
+}
+
+/// A worker's registered copy of the listening socket.
+enum WorkerListener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// `n` handles on the listening socket (one socket, shared), and the
+    /// socket file guard to hold until serving ends.
+    fn into_std(self, n: usize) -> io::Result<(Vec<StdListener>, Option<SocketFile>)> {
+        let (first, file) = match self {
+            Listener::Tcp(l) => (StdListener::Tcp(l.into_std()?), None),
+            Listener::Unix(l, file) => (StdListener::Unix(l.into_std()?), Some(file)),
+        };
+        let mut all = Vec::with_capacity(n);
+        for _ in 1..n.max(1) {
+            all.push(match &first {
+                StdListener::Tcp(l) | StdListener::TcpAlso(_, l) => {
+                    StdListener::TcpAlso(l.local_addr()?, l.try_clone()?)
+                }
+                StdListener::Unix(l) => StdListener::Unix(l.try_clone()?),
+            });
+        }
+        all.push(first);
+        Ok((all, file))
+    }
+}
+
+impl StdListener {
+    /// Registers this handle with the current (worker) runtime.
+    fn register(self) -> io::Result<WorkerListener> {
+        match self {
+            StdListener::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                Ok(WorkerListener::Tcp(TcpListener::from_std(l)?))
+            }
+            StdListener::TcpAlso(addr, copy) => match reuseport_listener(addr) {
+                Ok(own) => Ok(WorkerListener::Tcp(own)),
+                Err(e) => {
+                    tracing::debug!("worker shares the first socket ({e})");
+                    StdListener::Tcp(copy).register()
+                }
+            },
+            StdListener::Unix(l) => {
+                l.set_nonblocking(true)?;
+                Ok(WorkerListener::Unix(UnixListener::from_std(l)?))
+            }
+        }
+    }
 }
 
 /// A new connection from either kind of listener.
@@ -252,29 +443,35 @@ enum Accepted {
     Unix(tokio::net::UnixStream),
 }
 
-async fn accept(listener: &Listener) -> io::Result<Accepted> {
-    match listener {
-        Listener::Tcp(l) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
-        Listener::Unix(l, _) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+impl WorkerListener {
+    async fn accept(&self) -> io::Result<Accepted> {
+        match self {
+            WorkerListener::Tcp(l) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
+            WorkerListener::Unix(l) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+        }
     }
 }
 
 impl Server {
-    fn connection<IO>(&self, stream: IO, peer: Peer)
-    where
+    fn connection<IO>(
+        &self,
+        alive: &mpsc::Sender<()>,
+        stop: &watch::Receiver<bool>,
+        stream: IO,
+        peer: Peer,
+    ) where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Ok(permit) = self.slots.clone().try_acquire_owned() else {
             tokio::spawn(reject(stream, peer, self.max_connections));
             return;
         };
-        self.accepted
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.accepted.fetch_add(1, Ordering::Relaxed);
         let gw = self.gw.clone();
         // Whether a request has come in on this connection (see
         // `until_drained`); a plain flag, so the request path stays lock-free.
-        let served = Arc::new(AtomicBool::new(false));
-        let seen = served.clone();
+        let had_request = Arc::new(AtomicBool::new(false));
+        let seen = had_request.clone();
         let service = service_fn(move |req| {
             if !seen.load(Ordering::Relaxed) {
                 seen.store(true, Ordering::Relaxed);
@@ -283,40 +480,43 @@ impl Server {
             async move { crate::http::handle(&gw, &peer, req).await }
         });
         let conn = self.builder.serve_connection(TokioIo::new(stream), service);
-        let stopping = self.stopping.subscribe();
+        let (alive, stop) = (alive.clone(), stop.clone());
         let open = self.gw.metrics.open_connections.clone();
         open.inc();
-        let span = tracing::debug_span!("conn", %peer);
-        tokio::spawn(
-            async move {
-                tokio::pin!(conn);
-                let ended = tokio::select! {
-                    ended = conn.as_mut() => ended,
-                    () = until_drained(stopping, &served) => {
-                        // Finishes a request in flight (answered with
-                        // `Connection: close`), closes an idle connection.
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
-                };
-                if let Err(e) = ended {
-                    tracing::debug!("connection ended: {e}");
+        let served = async move {
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                () = until_drained(stop, &had_request) => {
+                    // Finishes a request in flight (answered with
+                    // `Connection: close`), closes an idle connection.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
                 }
-                open.dec();
-                drop(permit);
+            };
+            if let Err(e) = ended {
+                tracing::debug!("connection ended: {e}");
             }
-            .instrument(span),
-        );
+            open.dec();
+            drop(permit);
+            drop(alive);
+        };
+        // The span names the peer in debug lines; without them, no span.
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tokio::spawn(served.instrument(tracing::debug_span!("conn", %peer)));
+        } else {
+            tokio::spawn(served);
+        }
     }
 }
 
 /// Completes when a connection should wind down: at shutdown, once it has
 /// had a request, or [`FIRST_REQUEST_GRACE`] after shutdown if it has not.
-async fn until_drained(mut stopping: watch::Receiver<bool>, served: &AtomicBool) {
+async fn until_drained(mut stop: watch::Receiver<bool>, had_request: &AtomicBool) {
     // An error means the server is gone, which is a shutdown too.
-    let _ = stopping.wait_for(|stop| *stop).await;
+    let _ = stop.wait_for(|stop| *stop).await;
     let deadline = tokio::time::Instant::now() + FIRST_REQUEST_GRACE;
-    while !served.load(Ordering::Relaxed) && tokio::time::Instant::now() < deadline {
+    while !had_request.load(Ordering::Relaxed) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 enum Outcome {
     /// A complete 302 to the expected Location.
     Answered,
-    /// `connect` was refused: the listener was closed; never accepted.
+    /// `connect` failed (refused: the listener was closed); never accepted.
     Refused,
     /// Connected, but closed or reset before a single byte of an answer.
     Unanswered,
@@ -31,7 +31,11 @@ async fn request(addr: &str, path: &str, want: &str) -> Outcome {
     let mut conn = match TcpStream::connect(addr).await {
         Ok(conn) => conn,
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Outcome::Refused,
-        Err(e) => panic!("connect: {e}"),
+        // Not established, so not accepted either; say what it was.
+        Err(e) => {
+            eprintln!("connect to {addr} failed: {e} ({:?})", e.kind());
+            return Outcome::Refused;
+        }
     };
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     let _ = conn.write_all(req.as_bytes()).await;

@@ -6,8 +6,13 @@
 //! however many requests arrive. Readers never wait for a probe; they read the
 //! last result from the cache, whose per-entry time to live makes a result
 //! that is too old read as "unknown", never as "up".
+//!
+//! The redirect path reads the same result through [`ServerHandle::route_state`]:
+//! with each cache entry the prober publishes its state and expiry in one
+//! atomic word, so a request reads health without a lock, a hash or an
+//! allocation, and with the same time to live.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant, SystemTime};
 
@@ -38,6 +43,8 @@ pub struct Monitor {
     next_id: AtomicU64,
     /// Where probe outcomes are counted.
     metrics: Arc<Metrics>,
+    /// What route-state expiries count from.
+    epoch: Instant,
 }
 
 /// A probed server: its settings, its readiness and its running prober.
@@ -47,10 +54,63 @@ pub struct ServerHandle {
     pub id: u64,
     /// The settings the prober runs with.
     pub server: Server,
+    /// The latest state and its expiry, for the redirect path.
+    route: Arc<RouteWord>,
     /// Turns true with the first probe result.
     ready: watch::Receiver<bool>,
     /// The prober task, aborted on drop.
     _prober: AbortOnDrop,
+}
+
+/// A server's latest state and the moment it expires, in one atomic word:
+/// the low two bits are the state (0: no result yet), the rest is the expiry
+/// in milliseconds since the monitor's epoch. Written by the prober together
+/// with the cache entry; read by every request.
+struct RouteWord {
+    /// The packed state and expiry.
+    word: AtomicU64,
+    /// Whether any result was published (readiness without the watch lock).
+    ready: AtomicBool,
+    /// What expiries count from (the monitor's start, on tokio's clock, so
+    /// that paused-clock tests see the time to live pass).
+    epoch: Instant,
+}
+
+impl RouteWord {
+    fn new(epoch: Instant) -> RouteWord {
+        RouteWord {
+            word: AtomicU64::new(0),
+            ready: AtomicBool::new(false),
+            epoch,
+        }
+    }
+
+    fn millis(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX >> 2)
+    }
+
+    fn publish(&self, state: State, ttl: Duration) {
+        let tag = match state {
+            State::Unknown => 0,
+            State::Up => 1,
+            State::Down => 2,
+        };
+        let expires = self.millis(Instant::now() + ttl).min(u64::MAX >> 2);
+        self.word.store(expires << 2 | tag, Ordering::Release);
+        self.ready.store(true, Ordering::Release);
+    }
+
+    fn read(&self, now: Instant) -> State {
+        let word = self.word.load(Ordering::Acquire);
+        if word >> 2 <= self.millis(now) {
+            return State::Unknown;
+        }
+        match word & 3 {
+            1 => State::Up,
+            2 => State::Down,
+            _ => State::Unknown,
+        }
+    }
 }
 
 /// Per-entry expiry: each result carries its own time to live.
@@ -81,6 +141,7 @@ impl Monitor {
                 .build(),
             next_id: AtomicU64::new(1),
             metrics,
+            epoch: Instant::now(),
         }
     }
 
@@ -94,6 +155,7 @@ impl Monitor {
     pub fn watch_with<P: Probe>(&self, server: Server, probe: P) -> Arc<ServerHandle> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (ready_tx, ready) = watch::channel(false);
+        let route = Arc::new(RouteWord::new(self.epoch));
         self.metrics.set_state(&server.name, State::Unknown);
         let prober = Prober {
             id,
@@ -103,6 +165,7 @@ impl Monitor {
             tracker: Tracker::new(server.check.rise, server.check.fall),
             since: SystemTime::now(),
             cache: self.cache.clone(),
+            route: route.clone(),
             ready: ready_tx,
             metrics: self.metrics.clone(),
         };
@@ -110,6 +173,7 @@ impl Monitor {
         Arc::new(ServerHandle {
             id,
             server,
+            route,
             ready,
             _prober: AbortOnDrop(task),
         })
@@ -131,7 +195,14 @@ impl Monitor {
 impl ServerHandle {
     /// Whether the first probe has finished.
     pub fn is_ready(&self) -> bool {
-        *self.ready.borrow()
+        self.route.ready.load(Ordering::Acquire)
+    }
+
+    /// The state to route by at `now`: the latest result's state, or unknown
+    /// when there is none or it is older than its time to live. Lock-free;
+    /// the same result and expiry as [`Monitor::state`].
+    pub fn route_state(&self, now: Instant) -> State {
+        self.route.read(now)
     }
 
     /// Waits until the first probe has finished, at most until `deadline`.
@@ -157,6 +228,8 @@ struct Prober<P> {
     since: SystemTime,
     /// Where results are published for every reader.
     cache: Cache<u64, Arc<Health>>,
+    /// The same result's state and expiry, for the redirect path.
+    route: Arc<RouteWord>,
     /// Turned true with the first result (readiness, cold-start waits).
     ready: watch::Sender<bool>,
     /// Probe counts and durations.
@@ -226,7 +299,9 @@ impl<P: Probe> Prober<P> {
             error: outcome.err().map(|e| e.0),
             ttl: self.check.interval * TTL_INTERVALS + self.check.timeout,
         };
+        let (state, ttl) = (health.state, health.ttl);
         self.cache.insert(self.id, Arc::new(health)).await;
+        self.route.publish(state, ttl);
         self.ready.send_replace(true);
     }
 
