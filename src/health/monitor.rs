@@ -55,7 +55,7 @@ pub struct ServerHandle {
     /// The settings the prober runs with.
     pub server: Server,
     /// The latest state and its expiry, for the redirect path.
-    route: Arc<RouteWord>,
+    pub(super) route: Arc<RouteWord>,
     /// Turns true with the first probe result.
     ready: watch::Receiver<bool>,
     /// The prober task, aborted on drop.
@@ -66,7 +66,7 @@ pub struct ServerHandle {
 /// the low two bits are the state (0: no result yet), the rest is the expiry
 /// in milliseconds since the monitor's epoch. Written by the prober together
 /// with the cache entry; read by every request.
-struct RouteWord {
+pub(super) struct RouteWord {
     /// The packed state and expiry.
     word: AtomicU64,
     /// Whether any result was published (readiness without the watch lock).
@@ -89,7 +89,7 @@ impl RouteWord {
         u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX >> 2)
     }
 
-    fn publish(&self, state: State, ttl: Duration) {
+    pub(super) fn publish(&self, state: State, ttl: Duration) {
         let tag = match state {
             State::Unknown => 0,
             State::Up => 1,
