@@ -16,7 +16,7 @@ use moka::Expiry;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Health, Probe, ServerProbe, State, Tracker};
+use super::{Health, History, Probe, ServerProbe, State, Tracker};
 use crate::config::{Check, Server};
 use crate::metrics::{Metrics, ProbeLabels, ServerLabels};
 
@@ -49,6 +49,8 @@ pub struct ServerHandle {
     pub server: Server,
     /// Turns true with the first probe result.
     ready: watch::Receiver<bool>,
+    /// State changes for the status page; written by the prober.
+    pub history: Arc<History>,
     /// The prober task, aborted on drop.
     _prober: AbortOnDrop,
 }
@@ -95,7 +97,9 @@ impl Monitor {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (ready_tx, ready) = watch::channel(false);
         self.metrics.set_state(&server.name, State::Unknown);
+        let history = Arc::new(History::new(SystemTime::now()));
         let prober = Prober {
+            history: history.clone(),
             id,
             name: server.name.clone(),
             check: server.check.clone(),
@@ -111,6 +115,7 @@ impl Monitor {
             id,
             server,
             ready,
+            history,
             _prober: AbortOnDrop(task),
         })
     }
@@ -161,6 +166,8 @@ struct Prober<P> {
     ready: watch::Sender<bool>,
     /// Probe counts and durations.
     metrics: Arc<Metrics>,
+    /// Where state changes are kept for the status page.
+    history: Arc<History>,
 }
 
 impl<P: Probe> Prober<P> {
@@ -217,6 +224,7 @@ impl<P: Probe> Prober<P> {
             self.since = now;
             self.metrics.set_state(&self.name, state);
             self.metrics.state_changes.get_or_create(&labels).inc();
+            self.history.record(now, state);
         }
         let health = Health {
             state: self.tracker.state(),
