@@ -51,6 +51,7 @@ pub async fn handle<B>(gw: &Gateway, req: Request<B>) -> Result<Response<Body>, 
         ),
         "/metrics" => metrics(gw),
         "/status.json" => status_json(gw, &snap).await,
+        "/_/favicon.svg" => favicon(),
         _ if path.starts_with("/_/qr/") => qr_code(&snap, path, req.headers()),
         _ if path.starts_with("/_/") => not_found(&snap, req.headers()),
         _ => room(gw, &snap, path, uri.query(), req.headers()).await,
@@ -275,6 +276,29 @@ fn qr_code(snap: &Snapshot, path: &str, headers: &HeaderMap) -> Response<Body> {
     );
     // The link depends on the Host unless public_url is set.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// `/_/favicon.svg`: the status page's icon.
+fn favicon() -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(page::FAVICON.as_bytes())));
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("image/svg+xml"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        page::POLICIES.image.clone(),
+    );
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=86400"),
+    );
     resp
 }
 

@@ -30,6 +30,9 @@ pub const STYLE: &str = include_str!("../templates/style.css");
 /// and adds the copy buttons.
 pub const SCRIPT: &str = include_str!("../templates/status.js");
 
+/// The icon browsers show in tabs and bookmarks.
+pub const FAVICON: &str = include_str!("../templates/favicon.svg");
+
 /// Width of the uptime bar in SVG user units: one unit per minute of 24 h.
 const BAR_WIDTH: f64 = 1440.0;
 
@@ -113,6 +116,8 @@ pub struct IndexPage<'a> {
     servers: Vec<ServerView<'a>>,
     /// Labels of the servers that are down, for the banner.
     down: Vec<&'a str>,
+    /// Whether every server is up, for the all-clear line.
+    all_up: bool,
     /// When the page was made, RFC 3339.
     generated: String,
     /// The stylesheet, inlined.
@@ -151,6 +156,8 @@ struct ServerView<'a> {
     error: Option<&'a str>,
     /// Availability over the window, e.g. `99.95 %`, or `no data`.
     availability: String,
+    /// How much of the window the availability covers, e.g. `2 h`.
+    watched: String,
     /// The bar's rectangles.
     bar: Vec<BarRect>,
 }
@@ -207,6 +214,7 @@ impl<'a> IndexPage<'a> {
                     Some(p) => format!("{p:.2} %"),
                     None => "no data yet".to_owned(),
                 },
+                watched: span(Duration::from_secs(s.uptime.known_s)),
                 bar: bar(&s.uptime.segments, now),
             })
             .collect();
@@ -216,11 +224,13 @@ impl<'a> IndexPage<'a> {
             .filter(|s| s.state == State::Down)
             .map(|s| s.label)
             .collect();
+        let all_up = status.servers.iter().all(|s| s.state == State::Up);
         IndexPage {
             site,
             rooms,
             servers,
             down,
+            all_up,
             generated: status.generated.clone(),
             style: STYLE,
             script: SCRIPT,
@@ -241,12 +251,17 @@ fn stamp(iso: &str, now: SystemTime) -> Stamp {
 
 /// `12 s ago`, `5 min ago`, `3 h ago`, `2 d ago`; the script uses the same.
 fn ago(d: Duration) -> String {
+    format!("{} ago", span(d))
+}
+
+/// `12 s`, `5 min`, `3 h`, `2 d`: rough, for people.
+fn span(d: Duration) -> String {
     let s = d.as_secs();
     match s {
-        0..=59 => format!("{s} s ago"),
-        60..=3599 => format!("{} min ago", s / 60),
-        3600..=86_399 => format!("{} h ago", s / 3600),
-        _ => format!("{} d ago", s / 86_400),
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min", s / 60),
+        3600..=86_399 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86_400),
     }
 }
 
@@ -265,7 +280,7 @@ fn bar(segments: &[crate::status::UptimeSegment], now: SystemTime) -> Vec<BarRec
             BarRect {
                 x: format!("{from:.1}"),
                 // At least a sliver, so that a short outage stays visible.
-                width: format!("{:.1}", (to - from).max(1.0)),
+                width: format!("{:.1}", (to - from).max(3.0)),
                 state: s.state.as_str(),
             }
         })

@@ -15,12 +15,14 @@
   function setText(el, text) {
     if (el && el.textContent !== text) el.textContent = text;
   }
+  function span(s) {
+    if (s < 60) return s + " s";
+    if (s < 3600) return Math.floor(s / 60) + " min";
+    if (s < 86400) return Math.floor(s / 3600) + " h";
+    return Math.floor(s / 86400) + " d";
+  }
   function ago(iso) {
-    var s = Math.max(0, Math.floor((Date.now() - Date.parse(iso)) / 1000));
-    if (s < 60) return s + " s ago";
-    if (s < 3600) return Math.floor(s / 60) + " min ago";
-    if (s < 86400) return Math.floor(s / 3600) + " h ago";
-    return Math.floor(s / 86400) + " d ago";
+    return span(Math.max(0, Math.floor((Date.now() - Date.parse(iso)) / 1000))) + " ago";
   }
   function setTime(el, iso) {
     if (!el) return;
@@ -53,7 +55,7 @@
       var r = document.createElementNS(ns, "rect");
       r.setAttribute("x", a.toFixed(1));
       r.setAttribute("y", "0");
-      r.setAttribute("width", Math.max(1, b - a).toFixed(1));
+      r.setAttribute("width", Math.max(3, b - a).toFixed(1));
       r.setAttribute("height", "1");
       r.setAttribute("class", seg.state);
       svg.appendChild(r);
@@ -79,6 +81,7 @@
       if (err) err.className = s.error ? "error" : "";
       var a = s.uptime.availability_percent;
       setText(field(box, "availability"), a === null ? "no data yet" : a.toFixed(2) + " %");
+      setText(field(box, "watched"), span(s.uptime.known_s));
       drawBar(field(box, "bar"), s.uptime.segments);
     });
     status.rooms.forEach(function (r) {
@@ -107,6 +110,10 @@
     if (alert) {
       setText(field(alert, "down-list"), down.join(", "));
       alert.hidden = down.length === 0;
+    }
+    var allUp = document.getElementById("all-up");
+    if (allUp) {
+      allUp.hidden = !status.servers.every(function (s) { return s.state === "up"; });
     }
     var updated = document.getElementById("updated");
     setTime(updated, status.generated);
