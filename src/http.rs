@@ -75,7 +75,7 @@ async fn room(
     // without a User-Agent skip the check at the cost of one header lookup.
     if let Some(agent) = headers.get(header::USER_AGENT) {
         if snap.config.site.preview_agents.matches(agent.as_bytes()) {
-            return preview(snap, name, headers);
+            return preview(gw, snap, name, headers);
         }
     }
     match snap.routes.lookup(name) {
@@ -303,12 +303,16 @@ fn favicon() -> Response<Body> {
 }
 
 /// The OpenGraph card a link-preview fetcher gets for `/{room}`.
-fn preview(snap: &Snapshot, name: &str, headers: &HeaderMap) -> Response<Body> {
+fn preview(gw: &Gateway, snap: &Snapshot, name: &str, headers: &HeaderMap) -> Response<Body> {
     let (room, description) = match snap.routes.lookup(name) {
         Lookup::Room(room) => (room.name.as_str(), room.description.as_deref()),
         Lookup::Unlisted(name) => (name, None),
-        Lookup::NotFound => return not_found(snap, headers),
+        Lookup::NotFound => {
+            gw.metrics.not_found.inc();
+            return not_found(snap, headers);
+        }
     };
+    gw.metrics.previews.inc();
     let site = &snap.config.site;
     let page = PreviewPage {
         site_title: &site.title,
