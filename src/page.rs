@@ -131,9 +131,9 @@ struct RoomView<'a> {
     name: &'a str,
     aliases: &'a [String],
     description: Option<&'a str>,
-    /// The absolute short link, when the public base is known; the script
-    /// fills it in from the page's own URL otherwise.
-    short_link: Option<String>,
+    /// The public base of the short link, when known; the script fills in
+    /// the link from the page's own URL either way.
+    short_base: Option<&'a str>,
     /// Where the room goes now.
     target: Option<&'a str>,
     /// Display name of the server of `target`.
@@ -179,7 +179,7 @@ struct BarRect {
 
 impl<'a> IndexPage<'a> {
     /// The page for `status`, with short links under `base`.
-    pub fn new(site: &'a Site, status: &'a Status<'a>, base: Option<&str>) -> IndexPage<'a> {
+    pub fn new(site: &'a Site, status: &'a Status<'a>, base: Option<&'a str>) -> IndexPage<'a> {
         let now = SystemTime::now();
         let rooms = status
             .rooms
@@ -188,7 +188,7 @@ impl<'a> IndexPage<'a> {
                 name: room.name,
                 aliases: room.aliases,
                 description: room.description,
-                short_link: base.map(|b| format!("{b}/{}", room.name)),
+                short_base: base,
                 target: room.target,
                 server_label: room.server_label,
                 server_state: room
@@ -370,6 +370,33 @@ mod tests {
             public_base(&site, &headers).as_deref(),
             Some("https://rooms.example/gate")
         );
+    }
+
+    #[test]
+    fn the_bar_maps_the_last_24_hours_onto_its_width() {
+        use crate::status::UptimeSegment;
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let at =
+            |hours_ago: u64| crate::status::rfc3339(now - Duration::from_secs(hours_ago * 3600));
+        let segments = [
+            UptimeSegment {
+                state: State::Up,
+                from: at(30),
+                to: at(6),
+            },
+            UptimeSegment {
+                state: State::Down,
+                from: at(6),
+                to: at(0),
+            },
+        ];
+        let rects = bar(&segments, now);
+        let got: Vec<(&str, &str, &str)> = rects
+            .iter()
+            .map(|r| (r.x.as_str(), r.width.as_str(), r.state))
+            .collect();
+        // Clamped to the window: 24 h ago is 0, 6 h ago is 1080, now 1440.
+        assert_eq!(got, [("0.0", "1080.0", "up"), ("1080.0", "360.0", "down")]);
     }
 
     #[test]

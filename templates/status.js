@@ -161,7 +161,13 @@
     var name = card.getAttribute("data-room");
     var link = new URL("./" + name, document.baseURI).href;
     var code = field(card, "short");
-    setText(code, link);
+    if (code && code.textContent !== link) {
+      // Let a long link break after the last slash, not inside the name.
+      var cut = link.length - name.length;
+      code.textContent = link.slice(0, cut);
+      code.appendChild(document.createElement("wbr"));
+      code.appendChild(document.createTextNode(link.slice(cut)));
+    }
     var button = field(card, "copy");
     if (button) {
       button.hidden = false;

@@ -128,7 +128,7 @@ async fn qr_codes_decode_to_the_rooms_absolute_short_link() {
     // The status page links each room to its code, relatively.
     let r = get(&gate.url("/"), &[]).await;
     assert!(r.body.contains("href=\"./_/qr/Lounge.svg\""), "{}", r.body);
-    assert!(r.body.contains("https://rooms.example/gate/Lounge"));
+    assert!(r.body.contains("https://rooms.example/gate/<wbr>Lounge"));
 }
 
 // ----------------------------------------------------------- link previews
