@@ -89,6 +89,33 @@ fn errors(console: &[(String, String)]) -> Vec<String> {
         .collect()
 }
 
+/// WCAG 2 contrast ratios of the page's text against what is behind it;
+/// returns the pairs below 4.5:1 (AA for normal text).
+const LOW_CONTRAST: &str = r#"
+function rgb(c) { var m = c.match(/[\d.]+/g).map(Number); return m.slice(0, 3).concat([m.length > 3 ? m[3] : 1]); }
+function lum(c) {
+  var v = c.slice(0, 3).map(function (x) { x /= 255; return x <= 0.03928 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4); });
+  return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2];
+}
+function background(el) {
+  for (; el; el = el.parentElement) {
+    var c = rgb(getComputedStyle(el).backgroundColor);
+    if (c[3] > 0) return c;
+  }
+  return [255, 255, 255, 1];
+}
+var low = [];
+var sel = 'h1, h2, h3, p, a, dt, dd, code, button, .badge, .notice, .alert, .ok, footer, .target, .aliases, .desc';
+document.querySelectorAll(sel).forEach(function (el) {
+  if (!el.offsetParent || !el.textContent.trim()) return;
+  var fg = rgb(getComputedStyle(el).color), bg = background(el);
+  var a = lum(fg), b = lum(bg);
+  var ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  if (ratio < 4.5) low.push(el.tagName + '.' + el.className + ' "' + el.textContent.trim().slice(0, 30) + '" ' + ratio.toFixed(2));
+});
+return low;
+"#;
+
 const STATE_OF: &str = "return document.querySelector('[data-server=\"' + arguments[0] + '\"] [data-field=\"state\"]').textContent;";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,10 +185,31 @@ async fn status_page_and_redirects_in_chromium() {
     );
     assert_eq!(page["landmarks"], true, "{page}");
 
+    // Keyboard: the first Tab reaches the skip link, which shows itself
+    // with a focus outline.
+    browser.press("\u{E004}").await;
+    let focus = browser
+        .eval(
+            "var el = document.activeElement, s = getComputedStyle(el), r = el.getBoundingClientRect();
+             return { cls: el.className, outline: s.outlineStyle, visible: r.left >= 0 && r.width > 0 };",
+            json!([]),
+        )
+        .await;
+    assert_eq!(focus["cls"], "skip", "{focus}");
+    assert_eq!(focus["outline"], "solid", "{focus}");
+    assert_eq!(focus["visible"], true, "{focus}");
+    browser
+        .eval("document.activeElement.blur();", json!([]))
+        .await;
+
+    let low = browser.eval(LOW_CONTRAST, json!([])).await;
+    assert_eq!(low, json!([]), "low contrast (light)");
     save_page(&browser, 1280, "status-page.png").await;
     save_page(&browser, 390, "status-page-phone.png").await;
     let dark = json!({ "features": [{ "name": "prefers-color-scheme", "value": "dark" }] });
     browser.cdp("Emulation.setEmulatedMedia", dark).await;
+    let low = browser.eval(LOW_CONTRAST, json!([])).await;
+    assert_eq!(low, json!([]), "low contrast (dark)");
     save_page(&browser, 390, "status-page-phone-dark.png").await;
     let light = json!({ "features": [{ "name": "prefers-color-scheme", "value": "light" }] });
     browser.cdp("Emulation.setEmulatedMedia", light).await;
@@ -212,6 +260,8 @@ async fn status_page_and_redirects_in_chromium() {
         "{after}"
     );
     assert_eq!(after["csp"], json!([]), "CSP violations: {after}");
+    let low = browser.eval(LOW_CONTRAST, json!([])).await;
+    assert_eq!(low, json!([]), "low contrast (server down)");
     save_page(&browser, 1280, "status-page-server-down.png").await;
     browser.resize(1280, 900).await;
 

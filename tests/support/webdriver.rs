@@ -177,6 +177,15 @@ impl Browser {
         .await
     }
 
+    /// Presses and releases one key, as a user would (`\u{E004}` is Tab).
+    pub async fn press(&self, key: &str) {
+        let actions = json!({ "actions": [{
+            "type": "key", "id": "keyboard",
+            "actions": [{ "type": "keyDown", "value": key }, { "type": "keyUp", "value": key }],
+        }]});
+        self.cmd(Method::POST, "/actions", Some(actions)).await;
+    }
+
     /// A PNG of the viewport.
     pub async fn screenshot(&self) -> Vec<u8> {
         let v = self.cmd(Method::GET, "/screenshot", None).await;
