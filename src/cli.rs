@@ -63,6 +63,28 @@ struct ServeArgs {
         default_value = "127.0.0.1:8080"
     )]
     listen: ListenAddr,
+    /// Permissions of a unix socket, in octal. The default 666 matches a TCP
+    /// port on 127.0.0.1 (any local process may connect), so that nginx can
+    /// use it out of the box; use 660 with a shared group to restrict it.
+    #[arg(
+        long,
+        env = "ROOMGATE_SOCKET_MODE",
+        value_name = "OCTAL",
+        default_value = "666",
+        value_parser = parse_socket_mode
+    )]
+    socket_mode: u32,
+}
+
+/// `--socket-mode`: octal permission bits such as `660` or `0660`.
+fn parse_socket_mode(text: &str) -> Result<u32, String> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o777 && !digits.is_empty() => Ok(mode),
+        _ => Err(format!(
+            "`{text}` is not an octal file mode like 660 or 0666"
+        )),
+    }
 }
 
 impl Cli {
@@ -134,6 +156,9 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let listener = Listener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {:?}", args.listen))?;
+    listener
+        .set_socket_mode(args.socket_mode)
+        .with_context(|| format!("cannot set the mode of {}", listener.describe()))?;
     let gw = Gateway::start(config, source);
     tracing::info!("listening on {}", listener.describe());
 
@@ -291,4 +316,19 @@ async fn run_probe(file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_modes_are_octal() {
+        assert_eq!(parse_socket_mode("666"), Ok(0o666));
+        assert_eq!(parse_socket_mode("0660"), Ok(0o660));
+        assert_eq!(parse_socket_mode("0o600"), Ok(0o600));
+        for bad in ["", "0o", "888", "1777", "rw-rw-rw-", "-1", "66 6"] {
+            assert!(parse_socket_mode(bad).is_err(), "{bad:?}");
+        }
+    }
 }

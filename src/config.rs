@@ -50,6 +50,8 @@ pub struct Config {
     pub unlisted: Unlisted,
     /// Listed rooms in file order.
     pub rooms: Vec<Room>,
+    /// Peers whose `X-Forwarded-*` headers are believed (see `forwarded.rs`).
+    pub trusted_proxies: crate::forwarded::TrustedProxies,
 }
 
 /// The `site:` section: texts shown on the status page.
@@ -380,6 +382,8 @@ struct RawFile {
     unlisted: Option<RawUnlisted>,
     #[serde(default)]
     rooms: Option<IndexMap<RoomName, RawRoom>>,
+    #[serde(default)]
+    trusted_proxies: Option<Vec<TrustedNet>>,
 }
 
 #[derive(Deserialize)]
@@ -504,6 +508,9 @@ impl RawFile {
             defaults,
             unlisted,
             rooms,
+            trusted_proxies: self.trusted_proxies.map_or_else(Default::default, |nets| {
+                crate::forwarded::TrustedProxies(nets.into_iter().map(|n| n.0).collect())
+            }),
         }
     }
 }
@@ -821,6 +828,34 @@ fn parse_server_url(text: &str) -> Result<ServerUrl, String> {
         base: text.trim_end_matches('/').to_owned(),
         host: authority.host().to_owned(),
     })
+}
+
+/// An entry of `trusted_proxies`: an address (`127.0.0.1`, `::1`) or a
+/// network (`10.0.0.0/8`, `fd00::/8`).
+struct TrustedNet(ipnet::IpNet);
+
+impl<'de> Deserialize<'de> for TrustedNet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked_str(d, "an IP address or a network like 10.0.0.0/8", |text| {
+            let text = text.trim();
+            if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+                return Ok(TrustedNet(ip.into()));
+            }
+            let net: ipnet::IpNet = text.parse().map_err(|_| {
+                format!("`{text}` is not an IP address or a network like 10.0.0.0/8 or fd00::/8")
+            })?;
+            // `10.0.0.1/8` is usually a typo for one host or for the network;
+            // guessing either could trust far more, or less, than meant.
+            if net.addr() != net.network() {
+                return Err(format!(
+                    "`{text}` has host bits set: write the network `{}` or the address `{}`",
+                    net.trunc(),
+                    net.addr()
+                ));
+            }
+            Ok(TrustedNet(net))
+        })
+    }
 }
 
 /// A duration greater than zero, written like `30s`, `1m 30s` or `500ms`.

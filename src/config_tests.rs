@@ -1843,3 +1843,83 @@ fn site_public_url_and_preview_agents_errors_have_positions() {
         "a list of User-Agent substrings",
     );
 }
+
+// --- trusted_proxies ---
+
+#[test]
+fn trusted_proxies_default_to_loopback() {
+    let config = ok(ONE);
+    assert_eq!(
+        config.trusted_proxies,
+        crate::forwarded::TrustedProxies::default()
+    );
+    let peer = |a: &str| crate::forwarded::Peer::Tcp(a.parse().unwrap());
+    assert!(config.trusted_proxies.trusts(&peer("127.0.0.1:1")));
+    assert!(config.trusted_proxies.trusts(&peer("[::1]:1")));
+    assert!(!config.trusted_proxies.trusts(&peer("10.0.0.1:1")));
+}
+
+#[test]
+fn trusted_proxies_take_addresses_and_networks() {
+    let config = ok(&format!(
+        "{ONE}trusted_proxies: [127.0.0.1, '::1', 10.0.0.0/8, 'fd00::/8', 192.0.2.7/32]\n"
+    ));
+    let nets: Vec<String> = config
+        .trusted_proxies
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        nets,
+        [
+            "127.0.0.1/32",
+            "::1/128",
+            "10.0.0.0/8",
+            "fd00::/8",
+            "192.0.2.7/32"
+        ]
+    );
+    let peer = |a: &str| crate::forwarded::Peer::Tcp(a.parse().unwrap());
+    assert!(config.trusted_proxies.trusts(&peer("10.200.3.4:1")));
+    assert!(config.trusted_proxies.trusts(&peer("[fd12::1]:1")));
+    assert!(!config.trusted_proxies.trusts(&peer("127.0.0.2:1")));
+}
+
+#[test]
+fn trusted_proxies_may_be_empty() {
+    let config = ok(&format!("{ONE}trusted_proxies: []\n"));
+    assert!(config.trusted_proxies.0.is_empty());
+    let peer = crate::forwarded::Peer::Tcp("127.0.0.1:1".parse().unwrap());
+    assert!(!config.trusted_proxies.trusts(&peer));
+    // A unix socket peer is local whatever the list says.
+    assert!(config.trusted_proxies.trusts(&crate::forwarded::Peer::Unix));
+}
+
+#[test]
+fn trusted_proxies_errors_have_positions() {
+    assert_err(
+        &format!("{ONE}trusted_proxies:\n  - 127.0.0.1\n  - localhost\n"),
+        6,
+        5,
+        "`localhost` is not an IP address or a network",
+    );
+    assert_err(
+        &format!("{ONE}trusted_proxies: [10.0.0.0/33]\n"),
+        4,
+        19,
+        "is not an IP address or a network",
+    );
+    assert_err(
+        &format!("{ONE}trusted_proxies: [10.1.2.3/8]\n"),
+        4,
+        19,
+        "host bits set: write the network `10.0.0.0/8` or the address `10.1.2.3`",
+    );
+    assert_err(
+        &format!("{ONE}trusted_proxies: 127.0.0.1\n"),
+        4,
+        18,
+        "sequence",
+    );
+}

@@ -14,6 +14,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
 use crate::decision::Choice;
+use crate::forwarded::{self, Peer};
 use crate::gateway::{Gateway, Snapshot};
 use crate::page::{self, IndexPage, LinksPage, NotFoundPage, PreviewPage, RedirectPage};
 use crate::routes::{location, room_segment, Lookup, RouteRoom};
@@ -26,23 +27,52 @@ pub const MAX_URI_LEN: usize = 4096;
 /// The response body type.
 pub type Body = Full<Bytes>;
 
-/// Answers one request. Never fails: every problem has an HTTP answer.
-pub async fn handle<B>(gw: &Gateway, req: Request<B>) -> Result<Response<Body>, Infallible> {
+/// Deepest request path whose 404 page links back with `../` steps; deeper
+/// (hostile) paths get links from the forwarded prefix instead, so that the
+/// page does not grow with the path.
+const MAX_RELATIVE_DEPTH: usize = 16;
+
+/// Answers one request from `peer`. Never fails: every problem has an HTTP
+/// answer.
+pub async fn handle<B>(
+    gw: &Gateway,
+    peer: &Peer,
+    req: Request<B>,
+) -> Result<Response<Body>, Infallible> {
+    let resp = respond(gw, peer, &req).await;
+    // The access line. The redirect path must stay cheap, so the client
+    // address is worked out only when someone reads debug lines.
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let snap = gw.snapshot();
+        let client = forwarded::client_addr(peer, req.headers(), &snap.config.trusted_proxies);
+        // The peer is in the connection's span.
+        tracing::debug!(
+            %client,
+            method = %req.method(),
+            uri = %req.uri(),
+            status = resp.status().as_u16(),
+            "request"
+        );
+    }
+    Ok(resp)
+}
+
+async fn respond<B>(gw: &Gateway, peer: &Peer, req: &Request<B>) -> Response<Body> {
     let uri = req.uri();
     let target_len = uri.path_and_query().map_or(0, |p| p.as_str().len());
     if target_len > MAX_URI_LEN {
-        return Ok(plain(StatusCode::URI_TOO_LONG, "request URI too long\n"));
+        return plain(StatusCode::URI_TOO_LONG, "request URI too long\n");
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
         resp.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return Ok(resp);
+        return resp;
     }
     let snap = gw.snapshot();
     let path = uri.path();
     let resp = match path {
-        "/" => index_page(gw, &snap, req.headers()).await,
+        "/" => index_page(gw, &snap, peer, req.headers()).await,
         "/healthz" => plain(StatusCode::OK, "ok\n"),
         "/readyz" if gw.is_ready() => plain(StatusCode::OK, "ready\n"),
         "/readyz" => plain(
@@ -52,30 +82,31 @@ pub async fn handle<B>(gw: &Gateway, req: Request<B>) -> Result<Response<Body>, 
         "/metrics" => metrics(gw),
         "/status.json" => status_json(gw, &snap).await,
         "/_/favicon.svg" => favicon(),
-        _ if path.starts_with("/_/qr/") => qr_code(&snap, path, req.headers()),
-        _ if path.starts_with("/_/") => not_found(&snap, req.headers()),
-        _ => room(gw, &snap, path, uri.query(), req.headers()).await,
+        _ if path.starts_with("/_/qr/") => qr_code(&snap, peer, path, req.headers()),
+        _ if path.starts_with("/_/") => not_found(&snap, peer, path, req.headers()),
+        _ => room(gw, &snap, peer, path, uri.query(), req.headers()).await,
     };
-    Ok(resp)
+    resp
 }
 
 /// `/{room}`: the redirect.
 async fn room(
     gw: &Gateway,
     snap: &Snapshot,
+    peer: &Peer,
     path: &str,
     query: Option<&str>,
     headers: &HeaderMap,
 ) -> Response<Body> {
     let Some(name) = room_segment(path) else {
         gw.metrics.not_found.inc();
-        return not_found(snap, headers);
+        return not_found(snap, peer, path, headers);
     };
     // Link-preview fetchers get a card instead of the redirect; clients
     // without a User-Agent skip the check at the cost of one header lookup.
     if let Some(agent) = headers.get(header::USER_AGENT) {
         if snap.config.site.preview_agents.matches(agent.as_bytes()) {
-            return preview(gw, snap, name, headers);
+            return preview(gw, snap, peer, path, name, headers);
         }
     }
     match snap.routes.lookup(name) {
@@ -114,7 +145,7 @@ async fn room(
         }
         Lookup::NotFound => {
             gw.metrics.not_found.inc();
-            not_found(snap, headers)
+            not_found(snap, peer, path, headers)
         }
     }
 }
@@ -172,11 +203,17 @@ fn links_page<'a>(
 }
 
 /// 404 with the list of rooms: HTML for browsers, text for everyone else.
-fn not_found(snap: &Snapshot, headers: &HeaderMap) -> Response<Body> {
+///
+/// Behind a proxy that mounts us under a prefix (`/raum/Nope/x` arrives as
+/// `/Nope/x`), root-relative links would leave the prefix. The HTML links
+/// are therefore relative to the request path; the text lists paths under
+/// the prefix a trusted proxy forwarded.
+fn not_found(snap: &Snapshot, peer: &Peer, path: &str, headers: &HeaderMap) -> Response<Body> {
     let rooms = &snap.routes.rooms;
+    let prefix = forwarded::prefix(peer, headers, &snap.config.trusted_proxies);
     let mut resp = if wants_html(headers) {
-        // Links are `./Room`: root-relative would break behind a path prefix.
         let page = NotFoundPage {
+            root: root_href(path, prefix),
             rooms: rooms.iter().map(|r| r.name.as_str()).collect(),
             style: page::STYLE,
         };
@@ -184,7 +221,7 @@ fn not_found(snap: &Snapshot, headers: &HeaderMap) -> Response<Body> {
     } else {
         let mut body = String::from("no such room; these rooms exist:\n");
         for room in rooms {
-            let _ = writeln!(body, "/{}", room.name);
+            let _ = writeln!(body, "{prefix}/{}", room.name);
         }
         plain(StatusCode::NOT_FOUND, body)
     };
@@ -192,6 +229,23 @@ fn not_found(snap: &Snapshot, headers: &HeaderMap) -> Response<Body> {
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
+}
+
+/// A link to our root as seen from a page at `path`: `./` at the top level,
+/// one `../` per directory below it (`/Nope/x` -> `../`). Paths deeper
+/// than [`MAX_RELATIVE_DEPTH`] get `{prefix}/` instead (`prefix` is the
+/// validated forwarded prefix, or empty).
+fn root_href(path: &str, prefix: &str) -> String {
+    let depth = path
+        .bytes()
+        .filter(|&b| b == b'/')
+        .count()
+        .saturating_sub(1);
+    match depth {
+        0 => "./".to_owned(),
+        d if d <= MAX_RELATIVE_DEPTH => "../".repeat(d),
+        _ => format!("{prefix}/"),
+    }
 }
 
 /// Whether the client prefers HTML (a browser) over plain text (curl).
@@ -222,10 +276,15 @@ async fn status_json(gw: &Gateway, snap: &Snapshot) -> Response<Body> {
 
 /// `/`: the status page. All links are relative, so the page works under a
 /// path prefix too.
-async fn index_page(gw: &Gateway, snap: &Snapshot, headers: &HeaderMap) -> Response<Body> {
+async fn index_page(
+    gw: &Gateway,
+    snap: &Snapshot,
+    peer: &Peer,
+    headers: &HeaderMap,
+) -> Response<Body> {
     let healths = healths(gw, snap).await;
     let status = status(gw, snap, &healths).await;
-    let base = page::public_base(&snap.config.site, headers);
+    let base = page::public_base(&snap.config, peer, headers);
     let body = IndexPage::new(&snap.config.site, &status, base.as_deref())
         .render()
         .unwrap_or_default();
@@ -240,15 +299,15 @@ async fn index_page(gw: &Gateway, snap: &Snapshot, headers: &HeaderMap) -> Respo
 }
 
 /// `/_/qr/{room}.svg`: the QR code of a listed room's absolute short link.
-fn qr_code(snap: &Snapshot, path: &str, headers: &HeaderMap) -> Response<Body> {
+fn qr_code(snap: &Snapshot, peer: &Peer, path: &str, headers: &HeaderMap) -> Response<Body> {
     let name = path
         .strip_prefix("/_/qr/")
         .and_then(|rest| rest.strip_suffix(".svg"));
     let room = match name.map(|n| snap.routes.lookup(n)) {
         Some(Lookup::Room(room)) => room,
-        _ => return not_found(snap, headers),
+        _ => return not_found(snap, peer, path, headers),
     };
-    let Some(base) = page::public_base(&snap.config.site, headers) else {
+    let Some(base) = page::public_base(&snap.config, peer, headers) else {
         return plain(
             StatusCode::BAD_REQUEST,
             "cannot tell this gateway's public URL: send a Host header or set site.public_url\n",
@@ -303,13 +362,20 @@ fn favicon() -> Response<Body> {
 }
 
 /// The OpenGraph card a link-preview fetcher gets for `/{room}`.
-fn preview(gw: &Gateway, snap: &Snapshot, name: &str, headers: &HeaderMap) -> Response<Body> {
+fn preview(
+    gw: &Gateway,
+    snap: &Snapshot,
+    peer: &Peer,
+    path: &str,
+    name: &str,
+    headers: &HeaderMap,
+) -> Response<Body> {
     let (room, description) = match snap.routes.lookup(name) {
         Lookup::Room(room) => (room.name.as_str(), room.description.as_deref()),
         Lookup::Unlisted(name) => (name, None),
         Lookup::NotFound => {
             gw.metrics.not_found.inc();
-            return not_found(snap, headers);
+            return not_found(snap, peer, path, headers);
         }
     };
     gw.metrics.previews.inc();
@@ -318,7 +384,7 @@ fn preview(gw: &Gateway, snap: &Snapshot, name: &str, headers: &HeaderMap) -> Re
         site_title: &site.title,
         room,
         description,
-        url: page::public_base(site, headers).map(|base| format!("{base}/{room}")),
+        url: page::public_base(&snap.config, peer, headers).map(|base| format!("{base}/{room}")),
         style: page::STYLE,
     };
     let mut resp = html(StatusCode::OK, page.render().unwrap_or_default());
@@ -394,6 +460,19 @@ pub fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn root_links_climb_out_of_the_request_path() {
+        assert_eq!(root_href("/", ""), "./");
+        assert_eq!(root_href("/Nope", "/raum"), "./");
+        assert_eq!(root_href("/Nope/", "/raum"), "../");
+        assert_eq!(root_href("/Nope/x", "/raum"), "../");
+        assert_eq!(root_href("/_/a/b", ""), "../../");
+        assert_eq!(root_href("//evil.example", ""), "../");
+        let deep = "/a".repeat(MAX_RELATIVE_DEPTH + 2);
+        assert_eq!(root_href(&deep, "/raum"), "/raum/");
+        assert_eq!(root_href(&deep, ""), "/");
+    }
 
     #[test]
     fn escape_covers_markup_and_quotes() {

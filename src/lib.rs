@@ -17,10 +17,13 @@
 //!   `/status.json`, `/healthz`, `/readyz`, `/metrics`.
 //! - [`status`]: the live state of every room and server, behind `/` and
 //!   `/status.json`.
+//! - [`forwarded`]: what a trusted reverse proxy says about the request:
+//!   the client address (`X-Forwarded-For`) and the public base URL
+//!   (`X-Forwarded-Proto`, `-Host`, `-Prefix`).
 //! - [`server`]: listeners (TCP and unix), connection limits, graceful
 //!   shutdown.
 //! - [`page`]: the HTML pages (askama templates), QR codes and the public
-//!   base URL of short links.
+//!   base URL of short links (`site.public_url` or [`forwarded`]).
 //! - [`preview`]: the User-Agent matcher for link-preview fetchers.
 //! - [`metrics`]: Prometheus counters and gauges.
 //! - [`cli`]: `serve`, `check` and `probe`.
@@ -30,6 +33,7 @@
 pub mod cli;
 pub mod config;
 pub mod decision;
+pub mod forwarded;
 pub mod gateway;
 pub mod health;
 pub mod http;

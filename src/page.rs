@@ -16,9 +16,10 @@ use std::time::{Duration, SystemTime};
 
 use askama::Template;
 use base64::Engine as _;
-use http::header::{HeaderMap, HeaderValue, HOST};
+use http::header::{HeaderMap, HeaderValue};
 
-use crate::config::Site;
+use crate::config::{Config, Site};
+use crate::forwarded::{self, Peer};
 use crate::health::history::WINDOW;
 use crate::health::State;
 use crate::status::Status;
@@ -76,21 +77,15 @@ fn sha256(text: &str) -> String {
 }
 
 /// The absolute base URL of this gateway's short links, without a trailing
-/// slash: `site.public_url` when set, else `http://` and the request's Host.
+/// slash: `site.public_url` when set, else what a trusted proxy forwarded
+/// (`X-Forwarded-Proto`, `-Host`, `-Prefix`), else `http://` and the Host.
 ///
-/// The one place that decides it, so that trusted `X-Forwarded-*` parsing
-/// can take over here later. `None` when the request names no valid host.
-pub fn public_base(site: &Site, headers: &HeaderMap) -> Option<String> {
-    if let Some(url) = &site.public_url {
+/// The one place that decides it. `None` when no valid host is known.
+pub fn public_base(config: &Config, peer: &Peer, headers: &HeaderMap) -> Option<String> {
+    if let Some(url) = &config.site.public_url {
         return Some(url.clone());
     }
-    let host = headers.get(HOST)?.to_str().ok()?;
-    let authority: http::uri::Authority = host.parse().ok()?;
-    // A Host header is an authority without user info (RFC 9110, 7.2).
-    if authority.as_str().contains('@') || authority.host().is_empty() {
-        return None;
-    }
-    Some(format!("http://{authority}"))
+    forwarded::public_base(peer, headers, &config.trusted_proxies).map(|b| b.as_str().to_owned())
 }
 
 /// The QR code of `url` as an SVG document.
@@ -291,6 +286,8 @@ fn bar(segments: &[crate::status::UptimeSegment], now: SystemTime) -> Vec<BarRec
 #[derive(Template)]
 #[template(path = "not_found.html")]
 pub struct NotFoundPage<'a> {
+    /// Our root, relative to the page (`./`, `../`): see `http::not_found`.
+    pub root: String,
     /// Names of the listed rooms.
     pub rooms: Vec<&'a str>,
     /// The stylesheet, inlined.
@@ -352,22 +349,33 @@ mod tests {
     }
 
     #[test]
-    fn public_base_prefers_the_config_then_the_host() {
+    fn public_base_prefers_the_config_then_the_request() {
+        use http::header::HOST;
+        let mut config = Config::parse(
+            "servers: { a: { url: 'https://a.example' } }",
+            "t",
+            std::path::Path::new("."),
+        )
+        .unwrap();
         let mut headers = HeaderMap::new();
-        let mut site = Site::default();
-        assert_eq!(public_base(&site, &headers), None);
+        let proxy = Peer::Tcp("127.0.0.1:4000".parse().unwrap());
+        assert_eq!(public_base(&config, &proxy, &headers), None);
         headers.insert(HOST, HeaderValue::from_static("gate.example:8080"));
         assert_eq!(
-            public_base(&site, &headers).as_deref(),
+            public_base(&config, &proxy, &headers).as_deref(),
             Some("http://gate.example:8080")
         );
-        for bad in ["evil@gate.example", "a/b", "", "gate example"] {
-            headers.insert(HOST, HeaderValue::from_str(bad).unwrap());
-            assert_eq!(public_base(&site, &headers), None, "{bad}");
-        }
-        site.public_url = Some("https://rooms.example/gate".into());
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        headers.insert("x-forwarded-prefix", HeaderValue::from_static("/raum"));
         assert_eq!(
-            public_base(&site, &headers).as_deref(),
+            public_base(&config, &proxy, &headers).as_deref(),
+            Some("https://gate.example:8080/raum")
+        );
+        headers.insert(HOST, HeaderValue::from_static("evil@gate.example"));
+        assert_eq!(public_base(&config, &proxy, &headers), None);
+        config.site.public_url = Some("https://rooms.example/gate".into());
+        assert_eq!(
+            public_base(&config, &proxy, &headers).as_deref(),
             Some("https://rooms.example/gate")
         );
     }

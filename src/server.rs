@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use crate::forwarded::Peer;
 use crate::gateway::Gateway;
 
 /// A client must send its complete request head within this time, on a new
@@ -112,6 +113,19 @@ impl Listener {
         }
     }
 
+    /// Sets the permission bits of a unix socket (`--socket-mode`); nothing
+    /// for TCP. Until this runs the socket has the umask's permissions, which
+    /// are stricter, never looser, than the usual modes.
+    pub fn set_socket_mode(&self, mode: u32) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        match self {
+            Listener::Tcp(_) => Ok(()),
+            Listener::Unix(_, file) => {
+                std::fs::set_permissions(&file.0, std::fs::Permissions::from_mode(mode))
+            }
+        }
+    }
+
     /// The bound address, as a URL-ish string for logs and tests.
     pub fn describe(&self) -> String {
         match self {
@@ -162,9 +176,9 @@ pub async fn serve(gw: Arc<Gateway>, listener: Listener, shutdown: impl Future<O
             accepted = accept(&listener) => match accepted {
                 Ok(Accepted::Tcp(stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    server.connection(stream, peer.to_string());
+                    server.connection(stream, Peer::Tcp(peer));
                 }
-                Ok(Accepted::Unix(stream)) => server.connection(stream, "unix".to_owned()),
+                Ok(Accepted::Unix(stream)) => server.connection(stream, Peer::Unix),
                 Err(e) => {
                     tracing::warn!("accept failed: {e}; retrying");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -213,18 +227,18 @@ async fn accept(listener: &Listener) -> io::Result<Accepted> {
 }
 
 impl Server {
-    fn connection<IO>(&self, stream: IO, peer: String)
+    fn connection<IO>(&self, stream: IO, peer: Peer)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-            tokio::spawn(reject(stream));
+            tokio::spawn(reject(stream, peer));
             return;
         };
         let gw = self.gw.clone();
         let service = service_fn(move |req| {
             let gw = gw.clone();
-            async move { crate::http::handle(&gw, req).await }
+            async move { crate::http::handle(&gw, &peer, req).await }
         });
         let conn = self.builder.serve_connection(TokioIo::new(stream), service);
         let conn = self.graceful.watch(conn);
@@ -245,8 +259,8 @@ impl Server {
 }
 
 /// Answers a connection over the cap with a 503, then closes it.
-async fn reject<IO: AsyncWrite + Unpin>(mut stream: IO) {
-    tracing::warn!("connection cap of {MAX_CONNECTIONS} reached; answering 503");
+async fn reject<IO: AsyncWrite + Unpin>(mut stream: IO, peer: Peer) {
+    tracing::warn!("connection cap of {MAX_CONNECTIONS} reached; answering 503 to {peer}");
     let answer = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
         Content-Length: 20\r\nRetry-After: 1\r\nConnection: close\r\n\r\ntoo many connections";
     let write = async {

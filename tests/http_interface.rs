@@ -261,13 +261,15 @@ async fn other_methods_get_405_with_allow() {
 #[tokio::test]
 async fn unknown_rooms_get_404_with_the_room_list() {
     let (_primary, _backup, gate) = healthy_setup(&rooms("", "")).await;
-    for path in [
-        "/Nope",
-        "/Loungee",
-        "/Lounge/x",
-        "/Lounge//",
-        "//",
-        "/ChaosLounge",
+    // (path, the way back to the root from it): links are relative to the
+    // request path, so they stay under a proxy's path prefix.
+    for (path, root) in [
+        ("/Nope", "./"),
+        ("/Loungee", "./"),
+        ("/Lounge/x", "../"),
+        ("/Lounge//", "../../"),
+        ("//", "../"),
+        ("/ChaosLounge", "./"),
     ] {
         // Browsers get HTML with a link to every room.
         let r = get(&gate.url(path), &[("accept", BROWSER_ACCEPT)]).await;
@@ -275,7 +277,11 @@ async fn unknown_rooms_get_404_with_the_room_list() {
         assert!(r.header("location").is_none());
         assert_html_headers(&r);
         for name in ["Lounge", "Hackcenter", "Cave"] {
-            assert!(r.body.contains(&format!("href=\"./{name}\"")), "{}", r.body);
+            assert!(
+                r.body.contains(&format!("href=\"{root}{name}\"")),
+                "{path}: {}",
+                r.body
+            );
         }
         // Everyone else gets plain text.
         for accept in [None, Some("*/*"), Some("application/json")] {

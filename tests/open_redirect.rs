@@ -20,6 +20,11 @@ use roomgate::gateway::{ConfigSource, Gateway};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The peer the handler is told about: a local client.
+const PEER: roomgate::forwarded::Peer = roomgate::forwarded::Peer::Tcp(std::net::SocketAddr::V4(
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 40000),
+));
+
 const FAST: &str = "{ interval: 300ms, fast_interval: 100ms, timeout: 200ms, rise: 2, fall: 2, xmpp_domain: localhost }";
 
 /// Two servers, one under a path prefix, and rooms that use both, renamed
@@ -278,7 +283,10 @@ fn answer(fx: &Fixture, target: &str) -> Option<(u16, Option<Vec<u8>>)> {
     // this rejects.
     let uri: Uri = target.parse().ok()?;
     let req = Request::get(uri).body(()).unwrap();
-    let resp = fx.rt.block_on(roomgate::http::handle(&fx.gw, req)).unwrap();
+    let resp = fx
+        .rt
+        .block_on(roomgate::http::handle(&fx.gw, &PEER, req))
+        .unwrap();
     let locs: Vec<_> = resp.headers().get_all("location").iter().collect();
     assert!(locs.len() <= 1, "{target:?}: {} Locations", locs.len());
     Some((

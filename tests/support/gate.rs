@@ -94,7 +94,12 @@ impl GateProcess {
     /// Starts `roomgate serve --config <config> --listen 127.0.0.1:0` in
     /// `cwd`, and waits (bounded) until it listens.
     pub async fn start(config: &Path, cwd: &Path) -> GateProcess {
-        let mut gate = GateProcess::spawn(config, cwd, "127.0.0.1:0");
+        GateProcess::start_with(config, cwd, "info").await
+    }
+
+    /// Like [`GateProcess::start`] with `RUST_LOG=rust_log`.
+    pub async fn start_with(config: &Path, cwd: &Path, rust_log: &str) -> GateProcess {
+        let mut gate = GateProcess::spawn_with(config, cwd, "127.0.0.1:0", &[], rust_log);
         let line = gate
             .wait_log("listening on http://", Duration::from_secs(10))
             .await
@@ -107,11 +112,25 @@ impl GateProcess {
     /// Starts `roomgate serve --config <config> --listen <listen>` in `cwd`
     /// without waiting for anything; `base` stays empty.
     pub fn spawn(config: &Path, cwd: &Path, listen: &str) -> GateProcess {
+        GateProcess::spawn_with(config, cwd, listen, &[], "info")
+    }
+
+    /// Like [`GateProcess::spawn`], with `extra` arguments after `serve` and
+    /// `RUST_LOG=rust_log` (e.g. `debug` for the access lines).
+    pub fn spawn_with(
+        config: &Path,
+        cwd: &Path,
+        listen: &str,
+        extra: &[&str],
+        rust_log: &str,
+    ) -> GateProcess {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_roomgate"))
-            .args(["serve", "--listen", listen, "--config"])
+            .args(["serve", "--listen", listen])
+            .args(extra)
+            .arg("--config")
             .arg(config)
             .current_dir(cwd)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .env_remove("ROOMGATE_CONFIG")
             .env_remove("ROOMGATE_LISTEN")
             .stdin(Stdio::null())
@@ -182,6 +201,21 @@ impl GateProcess {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Number of stderr lines that contain `needle`.
+    pub fn count_log(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// Number of stderr lines so far.

@@ -7,6 +7,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod gate;
+pub mod nginx;
 pub mod standin;
 pub mod tls;
 pub mod webdriver;
@@ -85,6 +86,8 @@ pub struct Req {
     body: String,
     tls: Option<Arc<rustls::ClientConfig>>,
     timeout: Duration,
+    /// Local address to connect from (e.g. 127.0.0.2), else the kernel's pick.
+    source: Option<std::net::IpAddr>,
 }
 
 impl Req {
@@ -96,7 +99,15 @@ impl Req {
             body: String::new(),
             tls: None,
             timeout: DEFAULT_TIMEOUT,
+            source: None,
         }
+    }
+
+    /// Connect from `ip` (any address of 127.0.0.0/8 works on loopback), to
+    /// look like another client to the server.
+    pub fn source(mut self, ip: &str) -> Req {
+        self.source = Some(ip.parse().expect("source IP"));
+        self
     }
 
     pub fn get(url: &str) -> Req {
@@ -181,9 +192,23 @@ impl Req {
 
         // IPv6 literals come back bracketed from `Uri::host`.
         let connect_host = host.trim_start_matches('[').trim_end_matches(']');
-        let tcp = TcpStream::connect((connect_host, port))
-            .await
-            .map_err(FetchError::Connect)?;
+        let tcp = match self.source {
+            None => TcpStream::connect((connect_host, port)).await,
+            Some(source) => {
+                let target: std::net::IpAddr = connect_host.parse().map_err(|_| bad_url())?;
+                let socket = if source.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()
+                } else {
+                    tokio::net::TcpSocket::new_v6()
+                }
+                .map_err(FetchError::Connect)?;
+                socket
+                    .bind((source, 0).into())
+                    .map_err(FetchError::Connect)?;
+                socket.connect((target, port).into()).await
+            }
+        }
+        .map_err(FetchError::Connect)?;
         if !https {
             return exchange_on(tcp, request).await;
         }

@@ -1,0 +1,423 @@
+//! The systemd unit and the Kubernetes manifests in `deploy/`, checked with
+//! the tools that would judge them in production (`systemd-analyze verify`,
+//! `kubernetes-validate`) and by running the command lines they hold
+//! against the real binary. The nginx files are tested in `tests/nginx.rs`;
+//! the last test here makes sure no file in `deploy/` goes untested.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use support::nginx::{deploy_file, open_dir, substitute, tool_available, tool_missing};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Where Debian puts systemd-analyze (`.ci/run` installs systemd).
+const SYSTEMD_ANALYZE: &str = "/usr/bin/systemd-analyze";
+
+/// The Kubernetes version the manifests are validated against: a version
+/// still in support, whose schemas ship with kubernetes-validate.
+const KUBERNETES_VERSION: &str = "1.33.0";
+
+/// Where the unit expects the binary; the tests put the built one there.
+const UNIT_BINARY: &str = "/usr/local/bin/roomgate";
+
+const BOUND: Duration = Duration::from_secs(15);
+
+/// The value of the first `key=` line of a unit or the `[Service]` section.
+fn unit_value<'a>(unit: &'a str, key: &str) -> &'a str {
+    unit.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in the unit"))
+}
+
+/// Runs `systemd-analyze verify` on `unit` saved as `roomgate.service`;
+/// returns whether it passed and what it said about the unit.
+fn verify_unit(unit: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "roomgate.service", unit);
+    let out = std::process::Command::new(SYSTEMD_ANALYZE)
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("run systemd-analyze");
+    // Complaints about other units of the machine are not ours.
+    let said: Vec<&str> = std::str::from_utf8(&out.stderr)
+        .unwrap_or("")
+        .lines()
+        .filter(|l| l.contains("roomgate"))
+        .collect();
+    (out.status.success() && said.is_empty(), said.join("\n"))
+}
+
+/// The unit with the binary path pointed at the built binary (verify checks
+/// that ExecStart's program exists); nothing else changes.
+fn unit_for_verify() -> String {
+    substitute(
+        &deploy_file("systemd/roomgate.service"),
+        &[(UNIT_BINARY, env!("CARGO_BIN_EXE_roomgate"))],
+    )
+}
+
+#[test]
+fn systemd_unit_passes_verify() {
+    if !tool_available(SYSTEMD_ANALYZE, "systemd-analyze") {
+        return;
+    }
+    let (ok, said) = verify_unit(&unit_for_verify());
+    assert!(ok, "systemd-analyze verify failed:\n{said}");
+
+    // The check can fail: a misspelt hardening key is reported.
+    let typo = unit_for_verify().replace("ProtectSystem=strict", "ProtectSystm=strict");
+    let (ok, said) = verify_unit(&typo);
+    assert!(!ok && said.contains("ProtectSystm"), "{said}");
+
+    // The hardening the issue asks for is all there.
+    let unit = deploy_file("systemd/roomgate.service");
+    for line in [
+        "DynamicUser=yes",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=\n",
+        "RuntimeDirectory=roomgate",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "Restart=on-failure",
+    ] {
+        assert!(unit.contains(line), "the unit lacks {line:?}");
+    }
+}
+
+/// Splits a `serve` command line as the unit or the Deployment holds it
+/// into (listen, config, other arguments).
+fn serve_args(args: &[String]) -> (String, String, Vec<String>) {
+    assert_eq!(args.first().map(String::as_str), Some("serve"), "{args:?}");
+    let (mut listen, mut config, mut rest) = (None, None, Vec::new());
+    let mut it = args[1..].iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--listen" => listen = it.next().cloned(),
+            "--config" => config = it.next().cloned(),
+            _ => rest.push(arg.clone()),
+        }
+    }
+    (
+        listen.expect("--listen in the command line"),
+        config.expect("--config in the command line"),
+        rest,
+    )
+}
+
+/// One GET over a unix socket; (status, Location).
+async fn get_unix(socket: &Path, path: &str) -> (u16, Option<String>) {
+    let mut stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(BOUND, stream.read_to_string(&mut answer))
+        .await
+        .expect("answer in time")
+        .unwrap();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {answer:?}"));
+    let location = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .map(str::to_owned);
+    (status, location)
+}
+
+/// What the unit's ExecStart, ExecReload and KillSignal do, run for real:
+/// the binary at its installed path, routes.yaml and /run/roomgate replaced
+/// by temp paths (the only substitutions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_unit_command_lines_work() {
+    let unit = deploy_file("systemd/roomgate.service");
+    let exec: Vec<String> = unit_value(&unit, "ExecStart")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(exec[0], UNIT_BINARY);
+    let (listen, config_path, extra) = serve_args(&exec[1..]);
+    assert_eq!(config_path, "/etc/roomgate/routes.yaml");
+    // The socket lives in the RuntimeDirectory systemd creates.
+    let runtime = format!("/run/{}/", unit_value(&unit, "RuntimeDirectory"));
+    assert!(listen.starts_with(&format!("unix:{runtime}")), "{listen}");
+
+    let primary = StandIn::http(Mode::Healthy).await;
+    let backup = StandIn::http(Mode::Healthy).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_file(
+        dir.path(),
+        "routes.yaml",
+        &two_server_yaml(&primary.url(), &backup.url(), ""),
+    );
+    let run: PathBuf = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    open_dir(&run);
+    let listen = listen.replace(&runtime, &format!("{}/", run.display()));
+    let socket = PathBuf::from(listen.strip_prefix("unix:").unwrap());
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let mut gate = GateProcess::spawn_with(&config, dir.path(), &listen, &extra, "info");
+    assert!(
+        gate.wait_log("listening on unix:", BOUND).await.is_some(),
+        "{}",
+        gate.log_text()
+    );
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o666, "--socket-mode of the unit");
+    }
+    wait_ready_unix(&socket).await;
+    let (status, location) = get_unix(&socket, "/Lounge").await;
+    assert_eq!(status, 302);
+    assert_eq!(location.unwrap(), format!("{}/Lounge", primary.url()));
+
+    // ExecReload, with $MAINPID filled in as systemd does.
+    let reload = unit_value(&unit, "ExecReload")
+        .replace("$MAINPID", &gate.pid().expect("running").to_string());
+    let mut words = reload.split_whitespace();
+    let status = std::process::Command::new(words.next().unwrap())
+        .args(words)
+        .status()
+        .expect("run ExecReload");
+    assert!(status.success());
+    assert!(
+        gate.wait_log("config reloaded", BOUND).await.is_some(),
+        "{}",
+        gate.log_text()
+    );
+
+    // KillSignal ends it cleanly, and the socket goes with it.
+    assert_eq!(unit_value(&unit, "KillSignal"), "SIGTERM");
+    gate.signal("TERM");
+    assert!(gate.wait_exit(BOUND).await.expect("exits").success());
+    assert!(!socket.exists(), "socket left behind");
+}
+
+async fn wait_ready_unix(socket: &Path) {
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while get_unix(socket, "/readyz").await.0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether `python3 -m kubernetes_validate` works; see [`tool_available`].
+fn kubernetes_validate_available() -> bool {
+    let works = std::process::Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    works || tool_missing("kubernetes-validate (pip install kubernetes-validate)")
+}
+
+/// `kubernetes-validate --strict` on `files`; (passed, output).
+fn kubernetes_validate(files: &[PathBuf]) -> (bool, String) {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "kubernetes_validate",
+            "--strict",
+            "-k",
+            KUBERNETES_VERSION,
+        ])
+        .args(files)
+        .output()
+        .expect("run kubernetes-validate");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn kubernetes_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes")
+}
+
+const MANIFESTS: [&str; 3] = [
+    "kubernetes/configmap.yaml",
+    "kubernetes/deployment.yaml",
+    "kubernetes/service.yaml",
+];
+
+#[test]
+fn kubernetes_manifests_validate_offline() {
+    if !kubernetes_validate_available() {
+        return;
+    }
+    let files: Vec<PathBuf> = MANIFESTS
+        .iter()
+        .map(|m| kubernetes_dir().join(m.trim_start_matches("kubernetes/")))
+        .collect();
+    let (ok, said) = kubernetes_validate(&files);
+    assert!(ok, "{said}");
+    for resource in [
+        "configmap/roomgate-routes",
+        "deployment/roomgate",
+        "service/roomgate",
+    ] {
+        assert!(
+            said.contains(&format!("passed for resource {resource}")),
+            "{said}"
+        );
+    }
+
+    // The check can fail: a misspelt field is rejected in strict mode.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write_file(
+        dir.path(),
+        "deployment.yaml",
+        &deploy_file("kubernetes/deployment.yaml").replace("replicas: 2", "replicaz: 2"),
+    );
+    let (ok, said) = kubernetes_validate(&[bad]);
+    assert!(!ok && said.contains("replicaz"), "{said}");
+}
+
+/// The manifests parsed as YAML documents.
+fn manifest(name: &str) -> serde_yaml::Value {
+    serde_yaml::from_str(&deploy_file(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn deployment_shape_and_configmap_routes_are_valid() {
+    let deployment = manifest("kubernetes/deployment.yaml");
+    assert_eq!(deployment["spec"]["replicas"].as_u64(), Some(2));
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/readyz")
+    );
+    assert_eq!(
+        container["livenessProbe"]["httpGet"]["path"].as_str(),
+        Some("/healthz")
+    );
+    assert!(container["resources"]["requests"]["memory"].is_string());
+
+    // The ConfigMap is what the Deployment mounts, at the path it names.
+    let configmap = manifest("kubernetes/configmap.yaml");
+    let name = configmap["metadata"]["name"].as_str().unwrap();
+    assert_eq!(pod["volumes"][0]["configMap"]["name"].as_str(), Some(name));
+    let mount = container["volumeMounts"][0]["mountPath"].as_str().unwrap();
+    let args: Vec<String> = container["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    let (listen, config, extra) = serve_args(&args);
+    assert_eq!(config, format!("{mount}/routes.yaml"));
+    assert!(extra.is_empty(), "{extra:?}");
+    assert_eq!(listen, "0.0.0.0:8080");
+
+    // The Service reaches the container port.
+    let service = manifest("kubernetes/service.yaml");
+    assert_eq!(
+        service["spec"]["ports"][0]["targetPort"].as_str(),
+        container["ports"][0]["name"].as_str()
+    );
+    assert_eq!(
+        service["spec"]["selector"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+
+    // routes.yaml from the ConfigMap passes `roomgate check`.
+    let routes = configmap["data"]["routes.yaml"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(dir.path(), "routes.yaml", routes);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomgate"))
+        .arg("check")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "roomgate check: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/Lounge"));
+}
+
+/// The container's command line runs, and answers its probes' paths (with
+/// a test routes.yaml: the ConfigMap's names real Jitsi servers, which a
+/// test must not probe; and 127.0.0.1 port 0 for the container's
+/// 0.0.0.0:8080).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_command_line_serves_its_probes() {
+    let deployment = manifest("kubernetes/deployment.yaml");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<String> = container["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    let (_, _, extra) = serve_args(&args);
+    let primary = StandIn::http(Mode::Healthy).await;
+    let backup = StandIn::http(Mode::Healthy).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_file(
+        dir.path(),
+        "routes.yaml",
+        &two_server_yaml(&primary.url(), &backup.url(), ""),
+    );
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let gate = GateProcess::spawn_with(&config, dir.path(), "127.0.0.1:0", &extra, "info");
+    let line = gate
+        .wait_log("listening on http://", BOUND)
+        .await
+        .unwrap_or_else(|| panic!("{}", gate.log_text()));
+    let base = line[line.find("http://").unwrap()..].trim().to_owned();
+    for probe in ["readinessProbe", "livenessProbe"] {
+        let path = container[probe]["httpGet"]["path"].as_str().unwrap();
+        let deadline = tokio::time::Instant::now() + BOUND;
+        loop {
+            let r = get(&format!("{base}{path}"), &[]).await;
+            if r.status == 200 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{probe} {path}: {r:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Every file in deploy/ is named by a test (this file or tests/nginx.rs),
+/// so nothing ships untested.
+#[test]
+fn every_deploy_file_is_exercised() {
+    let tests = [include_str!("nginx.rs"), include_str!("deploy.rs")].concat();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let mut files = Vec::new();
+    let mut dirs = vec![root.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.len() >= 8, "{files:?}");
+    for file in files {
+        let name = file.strip_prefix(&root).unwrap().display().to_string();
+        assert!(
+            tests.contains(&format!("\"{name}\"")),
+            "deploy/{name} is not used by any test"
+        );
+    }
+}
