@@ -128,8 +128,12 @@
       })
       .then(render)
       .catch(function () {
+        // Say how old what is shown is, and that fresher news failed.
         var updated = document.getElementById("updated");
-        if (updated) updated.classList.add("stale");
+        if (!updated) return;
+        var iso = updated.getAttribute("datetime");
+        setText(updated, (iso ? ago(iso) : "a while ago") + " (the gateway did not answer since)");
+        updated.classList.add("stale");
       });
   }
 

@@ -295,5 +295,24 @@ async fn status_page_and_redirects_in_chromium() {
         browser.current_url().await,
         format!("{}/Lounge#config.startWithVideoMuted=true", primary.url())
     );
+
+    // The gateway goes away: the open page keeps what it knew and says
+    // that it is stale.
+    browser.goto(&gate.url("/")).await;
+    let mut gate = gate;
+    gate.signal("TERM");
+    assert!(
+        gate.wait_exit(PAGE_BOUND).await.is_some(),
+        "roomgate did not stop"
+    );
+    let stale = browser
+        .wait_until(
+            "var u = document.getElementById('updated');
+             return u.classList.contains('stale') && u.textContent.indexOf('did not answer') >= 0
+               && document.querySelectorAll('[data-room]').length === 4;",
+            PAGE_BOUND,
+        )
+        .await;
+    assert!(stale, "the page did not mark itself stale");
     browser.quit().await;
 }
