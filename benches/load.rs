@@ -21,7 +21,6 @@
 //! `results.md`, `chart.svg`); the README's Performance section is built from
 //! them.
 
-#[allow(dead_code, unused_imports)]
 #[path = "../tests/support/mod.rs"]
 mod support;
 

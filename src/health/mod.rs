@@ -3,9 +3,11 @@
 //!
 //! Health is per server, not per room: every room on a server shares it.
 
+pub mod history;
 mod monitor;
 mod probe;
 
+pub use history::History;
 pub use monitor::{Monitor, ServerHandle};
 pub use probe::{Probe, ProbeError, ServerProbe};
 
