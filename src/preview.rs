@@ -12,7 +12,7 @@
 
 use std::fmt;
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::{AhoCorasick, MatchKind};
 use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
@@ -61,8 +61,11 @@ impl PreviewAgents {
         let matcher = if patterns.is_empty() {
             None
         } else {
+            // Leftmost semantics let aho-corasick use its SIMD prefilter; for
+            // a yes/no answer the match kind makes no difference.
             let ac = AhoCorasick::builder()
                 .ascii_case_insensitive(true)
+                .match_kind(MatchKind::LeftmostFirst)
                 .build(&patterns)
                 .map_err(|e| format!("cannot compile the user agent list: {e}"))?;
             Some(ac)
