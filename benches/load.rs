@@ -21,7 +21,6 @@
 //! `results.md`, `chart.svg`); the README's Performance section is built from
 //! them.
 
-// tests/support/mod.rs allows dead code and unused imports itself.
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -33,6 +32,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use support::{Mode, StandIn};
 use tokio::process::{Child, Command};
+
+/// The User-Agent header every benchmark request carries.
+const BROWSER: &str =
+    "User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0";
 
 /// Rooms served by all three systems; the benchmark requests the first.
 const ROOMS: [&str; 4] = ["Lounge", "Hackcenter", "Cave", "Freitagsfoo"];
@@ -337,7 +340,10 @@ async fn wrk(url: &str, s: &Scenario, o: &Options) -> Run {
         .arg(format!("-t{}", o.threads.min(s.connections)))
         .arg(format!("-c{}", s.connections))
         .arg(format!("-d{}s", o.duration))
-        .args(["--timeout", "5s", "--latency"]);
+        .args(["--timeout", "5s", "--latency"])
+        // A browser's User-Agent, as real visitors send: roomgate checks it
+        // against the link-preview fetchers on every request.
+        .args(["-H", BROWSER]);
     if s.close {
         cmd.args(["-H", "Connection: close"]);
     }

@@ -5,7 +5,6 @@
 //! stand-in Jitsi servers (`tests/support/standin.rs`), so the health states
 //! are real probe results, read the way a request reads them.
 
-// tests/support/mod.rs allows dead code and unused imports itself.
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -51,6 +50,7 @@ fn request(target: &str) -> Request<()> {
 }
 
 fn response(gw: &Gateway, target: &str) -> Response<Body> {
+    // A direct client on loopback, as in a bench on one machine.
     let peer = Peer::Tcp(([127, 0, 0, 1], 40000).into());
     match now(handle(gw, &peer, request(target))) {
         Ok(resp) => resp,

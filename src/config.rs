@@ -67,6 +67,20 @@ pub struct Site {
     /// Banner, for example a pointer to the house rules.
     #[serde(default)]
     pub notice: Option<String>,
+    /// The gateway's own public base URL (no trailing slash), for absolute
+    /// short links in QR codes and link previews; derived from the request
+    /// when not set.
+    #[serde(default, deserialize_with = "public_url")]
+    pub public_url: Option<String>,
+    /// User-Agent substrings of link-preview fetchers, which get an
+    /// OpenGraph page instead of the redirect.
+    #[serde(default)]
+    pub preview_agents: crate::preview::PreviewAgents,
+}
+
+/// `site.public_url`: validated like a server URL, with its position.
+fn public_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    ServerUrl::deserialize(d).map(|url| Some(url.base))
 }
 
 fn default_title() -> String {
@@ -79,6 +93,8 @@ impl Default for Site {
             title: default_title(),
             intro: None,
             notice: None,
+            public_url: None,
+            preview_agents: Default::default(),
         }
     }
 }

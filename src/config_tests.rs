@@ -1475,6 +1475,7 @@ fn every_field_given() {
             title: "T".to_owned(),
             intro: Some("I".to_owned()),
             notice: Some("N".to_owned()),
+            ..Site::default()
         }
     );
     assert_eq!(
@@ -1786,6 +1787,61 @@ proptest! {
         let text = String::from_utf8(bytes).expect("VALID is ASCII");
         check_invariants(&text)?;
     }
+}
+
+#[test]
+fn site_public_url_and_preview_agents() {
+    let config = ok(&format!(
+        "site:\n  public_url: https://rooms.example/gate/\n  preview_agents: [FooBot, bar]\n{ONE}"
+    ));
+    assert_eq!(
+        config.site.public_url.as_deref(),
+        Some("https://rooms.example/gate")
+    );
+    assert_eq!(config.site.preview_agents.patterns(), ["FooBot", "bar"]);
+    assert!(config
+        .site
+        .preview_agents
+        .matches(b"Mozilla/5.0 (compatible; foobot/1)"));
+    assert!(!config.site.preview_agents.matches(b"TelegramBot"));
+    // Defaults: no public URL, the built-in fetcher list.
+    let config = ok(ONE);
+    assert_eq!(config.site.public_url, None);
+    assert!(config
+        .site
+        .preview_agents
+        .matches(b"TelegramBot (like TwitterBot)"));
+    // An empty list turns previews off.
+    let config = ok(&format!("site:\n  preview_agents: []\n{ONE}"));
+    assert!(!config.site.preview_agents.matches(b"TelegramBot"));
+}
+
+#[test]
+fn site_public_url_and_preview_agents_errors_have_positions() {
+    assert_err(
+        &format!("site:\n  title: t\n  public_url: ftp://x.example\n{ONE}"),
+        3,
+        15,
+        "must be an absolute http:// or https:// URL",
+    );
+    assert_err(
+        &format!("site:\n  public_url: https://x.example/?a=b\n{ONE}"),
+        2,
+        15,
+        "must not have a query",
+    );
+    assert_err(
+        &format!("site:\n  preview_agents: [ok, '  ']\n{ONE}"),
+        2,
+        19,
+        "empty user agent pattern",
+    );
+    assert_err(
+        &format!("site:\n  preview_agents: FooBot\n{ONE}"),
+        2,
+        19,
+        "a list of User-Agent substrings",
+    );
 }
 
 // --- trusted_proxies ---

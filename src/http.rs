@@ -6,19 +6,19 @@
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::time::SystemTime;
 
+use askama::Template;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use serde::Serialize;
 
 use crate::decision::Choice;
 use crate::forwarded::{self, Peer};
 use crate::gateway::{Gateway, Snapshot};
-use crate::health::State;
+use crate::page::{self, IndexPage, LinksPage, NotFoundPage, PreviewPage, RedirectPage};
 use crate::routes::{location, room_segment, Lookup, RouteRoom, RouteTarget};
+use crate::status::{healths, status};
 
 /// Longest request target (path and query) we read; longer ones get 414.
 /// Room links are short, and Jitsi's longest real query (`?jwt=`) fits.
@@ -26,9 +26,6 @@ pub const MAX_URI_LEN: usize = 4096;
 
 /// The response body type.
 pub type Body = Full<Bytes>;
-
-/// No external anything: the pages are self-contained and have no scripts.
-const CSP: &str = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// Deepest request path whose 404 page links back with `../` steps; deeper
 /// (hostile) paths get links from the forwarded prefix instead, so that the
@@ -75,7 +72,7 @@ async fn respond<B>(gw: &Gateway, peer: &Peer, req: &Request<B>) -> Response<Bod
     let snap = gw.snapshot();
     let path = uri.path();
     let resp = match path {
-        "/" => index_page(gw, &snap).await,
+        "/" => index_page(gw, &snap, peer, req.headers()).await,
         "/healthz" => plain(StatusCode::OK, "ok\n"),
         "/readyz" if gw.is_ready() => plain(StatusCode::OK, "ready\n"),
         "/readyz" => plain(
@@ -84,6 +81,8 @@ async fn respond<B>(gw: &Gateway, peer: &Peer, req: &Request<B>) -> Response<Bod
         ),
         "/metrics" => metrics(gw),
         "/status.json" => status_json(gw, &snap).await,
+        "/_/favicon.svg" => favicon(),
+        _ if path.starts_with("/_/qr/") => qr_code(&snap, peer, path, req.headers()),
         _ if path.starts_with("/_/") => not_found(&snap, peer, path, req.headers()),
         _ => room(gw, &snap, peer, path, uri.query(), req.headers()).await,
     };
@@ -103,6 +102,13 @@ async fn room(
         gw.metrics.not_found.inc();
         return not_found(snap, peer, path, headers);
     };
+    // Link-preview fetchers get a card instead of the redirect; clients
+    // without a User-Agent skip the check at the cost of one header lookup.
+    if let Some(agent) = headers.get(header::USER_AGENT) {
+        if snap.config.site.preview_agents.matches(agent.as_bytes()) {
+            return preview(gw, snap, peer, path, name, headers);
+        }
+    }
     match snap.routes.lookup(name) {
         Lookup::Room(room) => {
             let servers = room.targets.iter().map(|t| t.server);
@@ -184,11 +190,7 @@ fn redirect_to(snap: &Snapshot, url: &str) -> Response<Body> {
 
 /// The body of a redirect, for clients that do not follow it.
 pub(crate) fn redirect_body(url: &str) -> String {
-    let url = escape(url);
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Redirect</title></head>\
-         <body><p>The room is at <a href=\"{url}\">{url}</a>.</p></body></html>\n"
-    )
+    RedirectPage { url }.render().unwrap_or_default()
 }
 
 /// 503 for a room whose servers are all down under `when_all_down: page`.
@@ -205,21 +207,12 @@ fn links_page<'a>(
     room: &str,
     links: impl Iterator<Item = (&'a str, String)>,
 ) -> Response<Body> {
-    let mut body = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{room}: all servers down</title></head><body>\
-         <h1>{room}</h1><p>Every server of this room failed its health checks. They may work again by now; try them:</p><ul>",
-        room = escape(room)
-    );
-    for (label, url) in links {
-        let _ = write!(
-            body,
-            "<li><a href=\"{url}\">{label}</a></li>",
-            url = escape(&url),
-            label = escape(label)
-        );
-    }
-    body.push_str("</ul></body></html>\n");
-    let mut resp = html(status, body);
+    let page = LinksPage {
+        room,
+        links: links.collect(),
+        style: page::STYLE,
+    };
+    let mut resp = html(status, page.render().unwrap_or_default());
     let headers = resp.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
@@ -236,21 +229,12 @@ fn not_found(snap: &Snapshot, peer: &Peer, path: &str, headers: &HeaderMap) -> R
     let rooms = &snap.routes.rooms;
     let prefix = forwarded::prefix(peer, headers, &snap.config.trusted_proxies);
     let mut resp = if wants_html(headers) {
-        let mut body = String::from(
-            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>No such room</title></head>\
-             <body><h1>No such room</h1><p>These rooms exist:</p><ul>",
-        );
-        let root = root_href(path, prefix);
-        for room in rooms {
-            let _ = write!(
-                body,
-                "<li><a href=\"{root}{0}\">{0}</a></li>",
-                escape(&room.name),
-                root = escape(&root)
-            );
-        }
-        body.push_str("</ul></body></html>\n");
-        html(StatusCode::NOT_FOUND, body)
+        let page = NotFoundPage {
+            root: root_href(path, prefix),
+            rooms: rooms.iter().map(|r| r.name.as_str()).collect(),
+            style: page::STYLE,
+        };
+        html(StatusCode::NOT_FOUND, page.render().unwrap_or_default())
     } else {
         let mut body = String::from("no such room; these rooms exist:\n");
         for room in rooms {
@@ -289,114 +273,6 @@ fn wants_html(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("text/html"))
 }
 
-/// The JSON of `/status.json`.
-#[derive(Serialize)]
-struct Status<'a> {
-    /// Whether every server has a first result.
-    ready: bool,
-    servers: Vec<ServerStatus<'a>>,
-    rooms: Vec<RoomStatus<'a>>,
-}
-
-#[derive(Serialize)]
-struct ServerStatus<'a> {
-    name: &'a str,
-    label: &'a str,
-    url: &'a str,
-    state: State,
-    since: Option<String>,
-    last_check: Option<String>,
-    latency_ms: Option<u64>,
-    error: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct RoomStatus<'a> {
-    name: &'a str,
-    aliases: &'a [String],
-    description: Option<&'a str>,
-    /// Where `/{room}` redirects now; `null` when it answers 503.
-    target: Option<&'a str>,
-    /// Name of the server of `target`.
-    server: Option<&'a str>,
-    /// Whether `server` is not the room's first choice.
-    fallback: bool,
-    /// Display name of `server`, for the HTML page.
-    #[serde(skip)]
-    server_label: Option<&'a str>,
-}
-
-/// Resolves every room and server of the snapshot.
-async fn status<'a>(
-    gw: &Gateway,
-    snap: &'a Snapshot,
-    healths: &'a [Option<std::sync::Arc<crate::health::Health>>],
-) -> Status<'a> {
-    let servers = snap
-        .config
-        .servers
-        .iter()
-        .zip(healths)
-        .map(|(server, health)| ServerStatus {
-            name: &server.name,
-            label: &server.label,
-            url: &server.url,
-            state: health.as_ref().map_or(State::Unknown, |h| h.state),
-            since: health.as_ref().map(|h| rfc3339(h.since)),
-            last_check: health.as_ref().map(|h| rfc3339(h.last_check)),
-            latency_ms: health
-                .as_ref()
-                .and_then(|h| h.latency)
-                .map(|d| d.as_millis().try_into().unwrap_or(u64::MAX)),
-            error: health.as_ref().and_then(|h| h.error.as_deref()),
-        })
-        .collect();
-    let mut rooms = Vec::with_capacity(snap.routes.rooms.len());
-    // One cold-start bound for the whole page, not one per room.
-    let deadline = tokio::time::Instant::now() + crate::gateway::COLD_START_WAIT;
-    for room in &snap.routes.rooms {
-        let choice = gw
-            .choose_by(snap, room.targets.iter().map(|t| t.server), deadline)
-            .await;
-        let (target, server, fallback) = match choice {
-            Choice::Target(i) => {
-                let t = &room.targets[i];
-                (
-                    Some(t.url.as_str()),
-                    Some(&snap.config.servers[t.server]),
-                    i > 0,
-                )
-            }
-            Choice::AllDownPage => (None, None, false),
-        };
-        rooms.push(RoomStatus {
-            name: &room.name,
-            aliases: &room.aliases,
-            description: room.description.as_deref(),
-            target,
-            server: server.map(|s| s.name.as_str()),
-            fallback,
-            server_label: server.map(|s| s.label.as_str()),
-        });
-    }
-    Status {
-        ready: gw.is_ready(),
-        servers,
-        rooms,
-    }
-}
-
-async fn healths(
-    gw: &Gateway,
-    snap: &Snapshot,
-) -> Vec<Option<std::sync::Arc<crate::health::Health>>> {
-    let mut out = Vec::with_capacity(snap.servers.len());
-    for handle in &snap.servers {
-        out.push(gw.monitor().health(handle).await);
-    }
-    out
-}
-
 async fn status_json(gw: &Gateway, snap: &Snapshot) -> Response<Body> {
     let healths = healths(gw, snap).await;
     let status = status(gw, snap, &healths).await;
@@ -415,62 +291,124 @@ async fn status_json(gw: &Gateway, snap: &Snapshot) -> Response<Body> {
     resp
 }
 
-/// `/`: a plain list of rooms and servers. All links are relative, so the
-/// page works under a path prefix too.
-async fn index_page(gw: &Gateway, snap: &Snapshot) -> Response<Body> {
+/// `/`: the status page. All links are relative, so the page works under a
+/// path prefix too.
+async fn index_page(
+    gw: &Gateway,
+    snap: &Snapshot,
+    peer: &Peer,
+    headers: &HeaderMap,
+) -> Response<Body> {
     let healths = healths(gw, snap).await;
     let status = status(gw, snap, &healths).await;
-    let site = &snap.config.site;
-    let mut body = format!(
-        "<!doctype html>\n<html lang=\"de\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{0}</title></head><body><main><h1>{0}</h1>",
-        escape(&site.title)
-    );
-    if let Some(intro) = &site.intro {
-        let _ = write!(body, "<p>{}</p>", escape(intro));
-    }
-    if let Some(notice) = &site.notice {
-        let _ = write!(body, "<p><strong>{}</strong></p>", escape(notice));
-    }
-    body.push_str("<h2>Rooms</h2><ul>");
-    for room in &status.rooms {
-        let _ = write!(body, "<li><a href=\"./{0}\">{0}</a>", escape(room.name));
-        match (room.server_label, room.target) {
-            (Some(label), Some(target)) => {
-                let _ = write!(
-                    body,
-                    " &rarr; {}{} (<code>{}</code>)",
-                    escape(label),
-                    if room.fallback { ", backup" } else { "" },
-                    escape(target)
-                );
-            }
-            _ => body.push_str(" &rarr; all servers down"),
-        }
-        if let Some(description) = room.description {
-            let _ = write!(body, "<br>{}", escape(description));
-        }
-        body.push_str("</li>");
-    }
-    body.push_str("</ul><h2>Servers</h2><ul>");
-    for server in &status.servers {
-        let _ = write!(
-            body,
-            "<li>{} (<code>{}</code>): {}",
-            escape(server.label),
-            escape(server.url),
-            server.state.as_str()
-        );
-        if let Some(error) = server.error {
-            let _ = write!(body, " &ndash; {}", escape(error));
-        }
-        body.push_str("</li>");
-    }
-    body.push_str("</ul><p><a href=\"./status.json\">status.json</a></p></main></body></html>\n");
+    let base = page::public_base(&snap.config, peer, headers);
+    let body = IndexPage::new(&snap.config.site, &status, base.as_deref())
+        .render()
+        .unwrap_or_default();
     let mut resp = html(StatusCode::OK, body);
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        page::POLICIES.status.clone(),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// `/_/qr/{room}.svg`: the QR code of a listed room's absolute short link.
+fn qr_code(snap: &Snapshot, peer: &Peer, path: &str, headers: &HeaderMap) -> Response<Body> {
+    let name = path
+        .strip_prefix("/_/qr/")
+        .and_then(|rest| rest.strip_suffix(".svg"));
+    let room = match name.map(|n| snap.routes.lookup(n)) {
+        Some(Lookup::Room(room)) => room,
+        _ => return not_found(snap, peer, path, headers),
+    };
+    let Some(base) = page::public_base(&snap.config, peer, headers) else {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "cannot tell this gateway's public URL: send a Host header or set site.public_url\n",
+        );
+    };
+    let Some(svg) = page::qr_svg(&format!("{base}/{}", room.name)) else {
+        return plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "link too long for a QR code\n",
+        );
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(svg)));
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("image/svg+xml"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        page::POLICIES.image.clone(),
+    );
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    // The link depends on the Host unless public_url is set.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// `/_/favicon.svg`: the status page's icon.
+fn favicon() -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(page::FAVICON.as_bytes())));
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("image/svg+xml"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        page::POLICIES.image.clone(),
+    );
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=86400"),
+    );
+    resp
+}
+
+/// The OpenGraph card a link-preview fetcher gets for `/{room}`.
+fn preview(
+    gw: &Gateway,
+    snap: &Snapshot,
+    peer: &Peer,
+    path: &str,
+    name: &str,
+    headers: &HeaderMap,
+) -> Response<Body> {
+    let (room, description) = match snap.routes.lookup(name) {
+        Lookup::Room(room) => (room.name.as_str(), room.description.as_deref()),
+        Lookup::Unlisted(name) => (name, None),
+        Lookup::NotFound => {
+            gw.metrics.not_found.inc();
+            return not_found(snap, peer, path, headers);
+        }
+    };
+    gw.metrics.previews.inc();
+    let site = &snap.config.site;
+    let page = PreviewPage {
+        site_title: &site.title,
+        room,
+        description,
+        url: page::public_base(&snap.config, peer, headers).map(|base| format!("{base}/{room}")),
+        style: page::STYLE,
+    };
+    let mut resp = html(StatusCode::OK, page.render().unwrap_or_default());
+    let headers = resp.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Same URL, another answer for browsers.
+    headers.insert(header::VARY, HeaderValue::from_static("user-agent"));
     resp
 }
 
@@ -481,10 +419,6 @@ fn metrics(gw: &Gateway) -> Response<Body> {
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     resp
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// A plain text response.
@@ -517,10 +451,7 @@ fn html_headers(headers: &mut HeaderMap) {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
+    headers.insert(header::CONTENT_SECURITY_POLICY, page::POLICIES.page.clone());
     headers.insert(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),

@@ -15,12 +15,17 @@
 //!   whole on reload.
 //! - [`http`]: the request handler: redirects, 404/405/414, status page,
 //!   `/status.json`, `/healthz`, `/readyz`, `/metrics`.
+//! - [`status`]: the live state of every room and server, behind `/` and
+//!   `/status.json`.
 //! - [`forwarded`]: what a trusted reverse proxy says about the request:
 //!   the client address (`X-Forwarded-For`) and the public base URL
 //!   (`X-Forwarded-Proto`, `-Host`, `-Prefix`).
 //! - [`server`]: listeners (TCP and unix), connection limits, graceful
 //!   shutdown.
 //! - [`limits`]: the open file limit and the connection cap that fits it.
+//! - [`page`]: the HTML pages (askama templates), QR codes and the public
+//!   base URL of short links (`site.public_url` or [`forwarded`]).
+//! - [`preview`]: the User-Agent matcher for link-preview fetchers.
 //! - [`metrics`]: Prometheus counters and gauges.
 //! - [`cli`]: `serve`, `check` and `probe`.
 #![forbid(unsafe_code)]
@@ -35,5 +40,8 @@ pub mod health;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod page;
+pub mod preview;
 pub mod routes;
 pub mod server;
+pub mod status;

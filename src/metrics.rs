@@ -67,6 +67,8 @@ pub struct Metrics {
     pub redirects: Family<RoomLabels, Counter>,
     /// Requests for rooms that do not exist.
     pub not_found: Counter,
+    /// OpenGraph pages answered to link-preview fetchers.
+    pub previews: Counter,
     /// 1 for the current state of each server, 0 for the others.
     pub server_state: Family<StateLabels, Gauge>,
     /// Probes run, by server and result.
@@ -93,6 +95,12 @@ impl Metrics {
         );
         let not_found = Counter::default();
         registry.register("not_found", "Requests for unknown rooms", not_found.clone());
+        let previews = Counter::default();
+        registry.register(
+            "link_previews",
+            "OpenGraph pages answered to link-preview fetchers",
+            previews.clone(),
+        );
         let server_state = Family::<StateLabels, Gauge>::default();
         registry.register(
             "server_state",
@@ -138,6 +146,7 @@ impl Metrics {
             registry,
             redirects,
             not_found,
+            previews,
             server_state,
             probes,
             probe_duration,

@@ -3,11 +3,13 @@
 //!
 //! Health is per server, not per room: every room on a server shares it.
 
+pub mod history;
 mod manual;
 mod monitor;
 mod probe;
 mod resolve;
 
+pub use history::History;
 pub use monitor::{Monitor, ServerHandle};
 pub use probe::{Probe, ProbeError, ServerProbe};
 

@@ -21,7 +21,7 @@ use moka::Expiry;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Health, Probe, ServerProbe, State, Tracker};
+use super::{Health, History, Probe, ServerProbe, State, Tracker};
 use crate::config::{Check, Server};
 use crate::metrics::{Metrics, ProbeLabels, ServerLabels};
 
@@ -58,6 +58,8 @@ pub struct ServerHandle {
     pub(super) route: Arc<RouteWord>,
     /// Turns true with the first probe result.
     ready: watch::Receiver<bool>,
+    /// State changes for the status page; written by the prober.
+    pub history: Arc<History>,
     /// The prober task, aborted on drop.
     _prober: AbortOnDrop,
 }
@@ -157,7 +159,9 @@ impl Monitor {
         let (ready_tx, ready) = watch::channel(false);
         let route = Arc::new(RouteWord::new(self.epoch));
         self.metrics.set_state(&server.name, State::Unknown);
+        let history = Arc::new(History::new(SystemTime::now()));
         let prober = Prober {
+            history: history.clone(),
             id,
             name: server.name.clone(),
             check: server.check.clone(),
@@ -175,6 +179,7 @@ impl Monitor {
             server,
             route,
             ready,
+            history,
             _prober: AbortOnDrop(task),
         })
     }
@@ -234,6 +239,8 @@ struct Prober<P> {
     ready: watch::Sender<bool>,
     /// Probe counts and durations.
     metrics: Arc<Metrics>,
+    /// Where state changes are kept for the status page.
+    history: Arc<History>,
 }
 
 impl<P: Probe> Prober<P> {
@@ -290,6 +297,7 @@ impl<P: Probe> Prober<P> {
             self.since = now;
             self.metrics.set_state(&self.name, state);
             self.metrics.state_changes.get_or_create(&labels).inc();
+            self.history.record(now, state);
         }
         let health = Health {
             state: self.tracker.state(),

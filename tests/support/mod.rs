@@ -11,6 +11,7 @@ pub mod gate;
 pub mod nginx;
 pub mod standin;
 pub mod tls;
+pub mod webdriver;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

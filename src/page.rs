@@ -1,0 +1,433 @@
+//! The HTML the gateway serves: the status page, the 404 page, the page of
+//! links when every server of a room is down, redirect bodies, link-preview
+//! pages, and QR codes.
+//!
+//! Pages are askama templates (`templates/`), compiled into the binary and
+//! escaped automatically. Every self-link is relative (`./Lounge`,
+//! `status.json`), so the pages work unchanged under a path prefix behind a
+//! reverse proxy.
+//!
+//! The status page carries one inline stylesheet and one inline script. The
+//! Content-Security-Policy allows exactly those two by their SHA-256 hashes,
+//! computed once at first use, so the policy has no `'unsafe-inline'`.
+
+use std::sync::LazyLock;
+use std::time::{Duration, SystemTime};
+
+use askama::Template;
+use base64::Engine as _;
+use http::header::{HeaderMap, HeaderValue};
+
+use crate::config::{Config, Site};
+use crate::forwarded::{self, Peer};
+use crate::health::history::WINDOW;
+use crate::health::State;
+use crate::status::Status;
+
+/// The stylesheet of every page.
+pub const STYLE: &str = include_str!("../templates/style.css");
+
+/// The status page's script: refreshes the live parts from `status.json`
+/// and adds the copy buttons.
+pub const SCRIPT: &str = include_str!("../templates/status.js");
+
+/// The icon browsers show in tabs and bookmarks.
+pub const FAVICON: &str = include_str!("../templates/favicon.svg");
+
+/// Width of the uptime bar in SVG user units: one unit per minute of 24 h.
+const BAR_WIDTH: f64 = 1440.0;
+
+/// The Content-Security-Policy headers, built once.
+pub struct Policies {
+    /// Pages with the stylesheet only (404, all down, redirect, preview).
+    pub page: HeaderValue,
+    /// The status page: stylesheet, script, and `fetch` of `status.json`.
+    pub status: HeaderValue,
+    /// Images (the QR code SVG): nothing at all.
+    pub image: HeaderValue,
+}
+
+/// The policies, with the hashes of [`STYLE`] and [`SCRIPT`].
+pub static POLICIES: LazyLock<Policies> = LazyLock::new(|| {
+    let style = sha256(STYLE);
+    let script = sha256(SCRIPT);
+    let common = "base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+    let page = format!("default-src 'none'; style-src '{style}'; {common}");
+    let status = format!(
+        "default-src 'none'; style-src '{style}'; script-src '{script}'; \
+         connect-src 'self'; img-src 'self'; {common}"
+    );
+    let value = |s: String| HeaderValue::from_str(&s).expect("a CSP is ASCII");
+    Policies {
+        page: value(page),
+        status: value(status),
+        image: HeaderValue::from_static(
+            "default-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+        ),
+    }
+});
+
+/// `sha256-<base64>` of `text`, as a CSP source.
+fn sha256(text: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    format!(
+        "sha256-{}",
+        base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+    )
+}
+
+/// The absolute base URL of this gateway's short links, without a trailing
+/// slash: `site.public_url` when set, else what a trusted proxy forwarded
+/// (`X-Forwarded-Proto`, `-Host`, `-Prefix`), else `http://` and the Host.
+///
+/// The one place that decides it. `None` when no valid host is known.
+pub fn public_base(config: &Config, peer: &Peer, headers: &HeaderMap) -> Option<String> {
+    if let Some(url) = &config.site.public_url {
+        return Some(url.clone());
+    }
+    forwarded::public_base(peer, headers, &config.trusted_proxies).map(|b| b.as_str().to_owned())
+}
+
+/// The QR code of `url` as an SVG document.
+pub fn qr_svg(url: &str) -> Option<String> {
+    let code = qrcode::QrCode::with_error_correction_level(url, qrcode::EcLevel::M).ok()?;
+    Some(
+        code.render::<qrcode::render::svg::Color>()
+            .min_dimensions(240, 240)
+            .quiet_zone(true)
+            .build(),
+    )
+}
+
+/// `/`: the status page.
+#[derive(Template)]
+#[template(path = "index.html")]
+pub struct IndexPage<'a> {
+    /// Title, intro and notice.
+    site: &'a Site,
+    /// Every room, with where it goes now.
+    rooms: Vec<RoomView<'a>>,
+    /// Every server, with its state and history.
+    servers: Vec<ServerView<'a>>,
+    /// Labels of the servers that are down, for the banner.
+    down: Vec<&'a str>,
+    /// Whether every server is up, for the all-clear line.
+    all_up: bool,
+    /// When the page was made, RFC 3339.
+    generated: String,
+    /// The stylesheet, inlined.
+    style: &'static str,
+    /// The script, inlined.
+    script: &'static str,
+}
+
+/// A room on the status page.
+struct RoomView<'a> {
+    name: &'a str,
+    aliases: &'a [String],
+    description: Option<&'a str>,
+    /// The public base of the short link, when known; the script fills in
+    /// the link from the page's own URL either way.
+    short_base: Option<&'a str>,
+    /// Where the room goes now.
+    target: Option<&'a str>,
+    /// Display name of the server of `target`.
+    server_label: Option<&'a str>,
+    /// State of that server: a room can go to a server that is not up.
+    server_state: &'static str,
+    /// Whether that server is a backup.
+    fallback: bool,
+}
+
+/// A server on the status page.
+struct ServerView<'a> {
+    name: &'a str,
+    label: &'a str,
+    url: &'a str,
+    state: &'static str,
+    since: Option<Stamp>,
+    last_check: Option<Stamp>,
+    latency_ms: Option<u64>,
+    error: Option<&'a str>,
+    /// Availability over the window, e.g. `99.95 %`, or `no data`.
+    availability: String,
+    /// How much of the window the availability covers, e.g. `2 h`.
+    watched: String,
+    /// The bar's rectangles.
+    bar: Vec<BarRect>,
+}
+
+/// A time shown both machine-readable and for people.
+struct Stamp {
+    /// RFC 3339.
+    iso: String,
+    /// `12 min ago`.
+    ago: String,
+}
+
+/// One rectangle of the uptime bar.
+struct BarRect {
+    x: String,
+    width: String,
+    state: &'static str,
+}
+
+impl<'a> IndexPage<'a> {
+    /// The page for `status`, with short links under `base`.
+    pub fn new(site: &'a Site, status: &'a Status<'a>, base: Option<&'a str>) -> IndexPage<'a> {
+        let now = SystemTime::now();
+        let rooms = status
+            .rooms
+            .iter()
+            .map(|room| RoomView {
+                name: room.name,
+                aliases: room.aliases,
+                description: room.description,
+                short_base: base,
+                target: room.target,
+                server_label: room.server_label,
+                server_state: room
+                    .server_index
+                    .and_then(|i| status.servers.get(i))
+                    .map_or("unknown", |s| s.state.as_str()),
+                fallback: room.fallback,
+            })
+            .collect();
+        let servers = status
+            .servers
+            .iter()
+            .map(|s| ServerView {
+                name: s.name,
+                label: s.label,
+                url: s.url,
+                state: s.state.as_str(),
+                since: s.since.as_deref().map(|t| stamp(t, now)),
+                last_check: s.last_check.as_deref().map(|t| stamp(t, now)),
+                latency_ms: s.latency_ms,
+                error: s.error,
+                availability: match s.uptime.availability_percent {
+                    Some(p) => format!("{p:.2} %"),
+                    None => "no data yet".to_owned(),
+                },
+                watched: span(Duration::from_secs(s.uptime.known_s)),
+                bar: bar(&s.uptime.segments, now),
+            })
+            .collect();
+        let down = status
+            .servers
+            .iter()
+            .filter(|s| s.state == State::Down)
+            .map(|s| s.label)
+            .collect();
+        let all_up = status.servers.iter().all(|s| s.state == State::Up);
+        IndexPage {
+            site,
+            rooms,
+            servers,
+            down,
+            all_up,
+            generated: status.generated.clone(),
+            style: STYLE,
+            script: SCRIPT,
+        }
+    }
+}
+
+fn stamp(iso: &str, now: SystemTime) -> Stamp {
+    let ago = humantime::parse_rfc3339(iso)
+        .ok()
+        .map(|t| ago(now.duration_since(t).unwrap_or_default()))
+        .unwrap_or_default();
+    Stamp {
+        iso: iso.to_owned(),
+        ago,
+    }
+}
+
+/// `12 s ago`, `5 min ago`, `3 h ago`, `2 d ago`; the script uses the same.
+fn ago(d: Duration) -> String {
+    format!("{} ago", span(d))
+}
+
+/// `12 s`, `5 min`, `3 h`, `2 d`: rough, for people.
+fn span(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min", s / 60),
+        3600..=86_399 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86_400),
+    }
+}
+
+/// The rectangles of the 24-hour bar: x runs from 24 hours ago (0) to now.
+fn bar(segments: &[crate::status::UptimeSegment], now: SystemTime) -> Vec<BarRect> {
+    let start = now.checked_sub(WINDOW).unwrap_or(SystemTime::UNIX_EPOCH);
+    let pos = |iso: &str| {
+        let t = humantime::parse_rfc3339(iso).unwrap_or(now);
+        let offset = t.duration_since(start).unwrap_or_default().as_secs_f64();
+        (offset / WINDOW.as_secs_f64() * BAR_WIDTH).clamp(0.0, BAR_WIDTH)
+    };
+    segments
+        .iter()
+        .map(|s| {
+            let (from, to) = (pos(&s.from), pos(&s.to));
+            BarRect {
+                x: format!("{from:.1}"),
+                // At least a sliver, so that a short outage stays visible.
+                width: format!("{:.1}", (to - from).max(3.0)),
+                state: s.state.as_str(),
+            }
+        })
+        .collect()
+}
+
+/// 404 for browsers: the rooms that exist.
+#[derive(Template)]
+#[template(path = "not_found.html")]
+pub struct NotFoundPage<'a> {
+    /// Our root, relative to the page (`./`, `../`): see `http::not_found`.
+    pub root: String,
+    /// Names of the listed rooms.
+    pub rooms: Vec<&'a str>,
+    /// The stylesheet, inlined.
+    pub style: &'static str,
+}
+
+/// 503 when every server of a room is down: each link to try.
+#[derive(Template)]
+#[template(path = "links.html")]
+pub struct LinksPage<'a> {
+    /// The room.
+    pub room: &'a str,
+    /// Server label and the room's URL there.
+    pub links: Vec<(&'a str, String)>,
+    /// The stylesheet, inlined.
+    pub style: &'static str,
+}
+
+/// The body of a redirect, for clients that do not follow it.
+#[derive(Template)]
+#[template(path = "redirect.html")]
+pub struct RedirectPage<'a> {
+    /// Where the redirect goes.
+    pub url: &'a str,
+}
+
+/// The page link-preview fetchers get instead of the redirect.
+#[derive(Template)]
+#[template(path = "preview.html")]
+pub struct PreviewPage<'a> {
+    /// `site.title`.
+    pub site_title: &'a str,
+    /// The room's configured name.
+    pub room: &'a str,
+    /// What the room is for.
+    pub description: Option<&'a str>,
+    /// The absolute short link, when known.
+    pub url: Option<String>,
+    /// The stylesheet, inlined.
+    pub style: &'static str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_carry_the_hashes_and_no_unsafe_inline() {
+        let status = POLICIES.status.to_str().unwrap();
+        assert!(status.contains(&sha256(SCRIPT)));
+        assert!(status.contains(&sha256(STYLE)));
+        assert!(!status.contains("unsafe"));
+        assert!(!POLICIES.page.to_str().unwrap().contains("script-src"));
+        // A known vector: sha256("") in base64.
+        assert_eq!(
+            sha256(""),
+            "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+        );
+    }
+
+    #[test]
+    fn public_base_prefers_the_config_then_the_request() {
+        use http::header::HOST;
+        let mut config = Config::parse(
+            "servers: { a: { url: 'https://a.example' } }",
+            "t",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let mut headers = HeaderMap::new();
+        let proxy = Peer::Tcp("127.0.0.1:4000".parse().unwrap());
+        assert_eq!(public_base(&config, &proxy, &headers), None);
+        headers.insert(HOST, HeaderValue::from_static("gate.example:8080"));
+        assert_eq!(
+            public_base(&config, &proxy, &headers).as_deref(),
+            Some("http://gate.example:8080")
+        );
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        headers.insert("x-forwarded-prefix", HeaderValue::from_static("/raum"));
+        assert_eq!(
+            public_base(&config, &proxy, &headers).as_deref(),
+            Some("https://gate.example:8080/raum")
+        );
+        headers.insert(HOST, HeaderValue::from_static("evil@gate.example"));
+        assert_eq!(public_base(&config, &proxy, &headers), None);
+        config.site.public_url = Some("https://rooms.example/gate".into());
+        assert_eq!(
+            public_base(&config, &proxy, &headers).as_deref(),
+            Some("https://rooms.example/gate")
+        );
+    }
+
+    #[test]
+    fn the_bar_maps_the_last_24_hours_onto_its_width() {
+        use crate::status::UptimeSegment;
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let at =
+            |hours_ago: u64| crate::status::rfc3339(now - Duration::from_secs(hours_ago * 3600));
+        let segments = [
+            UptimeSegment {
+                state: State::Up,
+                from: at(30),
+                to: at(6),
+            },
+            UptimeSegment {
+                state: State::Down,
+                from: at(6),
+                to: at(0),
+            },
+        ];
+        let rects = bar(&segments, now);
+        let got: Vec<(&str, &str, &str)> = rects
+            .iter()
+            .map(|r| (r.x.as_str(), r.width.as_str(), r.state))
+            .collect();
+        // Clamped to the window: 24 h ago is 0, 6 h ago is 1080, now 1440.
+        assert_eq!(got, [("0.0", "1080.0", "up"), ("1080.0", "360.0", "down")]);
+    }
+
+    #[test]
+    fn ago_reads_naturally() {
+        assert_eq!(ago(Duration::from_secs(5)), "5 s ago");
+        assert_eq!(ago(Duration::from_secs(600)), "10 min ago");
+        assert_eq!(ago(Duration::from_secs(7200)), "2 h ago");
+        assert_eq!(ago(Duration::from_secs(3 * 86_400)), "3 d ago");
+    }
+
+    #[test]
+    fn templates_escape_config_text() {
+        let page = PreviewPage {
+            site_title: "A & B",
+            room: "Lounge",
+            description: Some("<script>alert(\"x\")</script> 'q'"),
+            url: Some("https://g.example/Lounge".into()),
+            style: STYLE,
+        };
+        let html = page.render().unwrap();
+        assert!(!html.contains("<script>"));
+        assert!(html.contains("&#60;script&#62;"));
+        assert!(html.contains("A &#38; B"));
+        assert!(!html.contains("\"x\""));
+    }
+}

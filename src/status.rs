@@ -1,0 +1,198 @@
+//! The live status of every room and server: what `/status.json` serializes
+//! and what the status page renders.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::decision::Choice;
+use crate::gateway::{Gateway, Snapshot};
+use crate::health::history::{Summary, WINDOW};
+use crate::health::{Health, State};
+
+/// The JSON of `/status.json`.
+#[derive(Serialize)]
+pub struct Status<'a> {
+    /// Whether every server has a first result.
+    pub ready: bool,
+    /// When this status was put together.
+    pub generated: String,
+    /// Every server, in config order.
+    pub servers: Vec<ServerStatus<'a>>,
+    /// Every listed room, in config order.
+    pub rooms: Vec<RoomStatus<'a>>,
+}
+
+/// One server in `/status.json`.
+#[derive(Serialize)]
+pub struct ServerStatus<'a> {
+    /// Name from routes.yaml.
+    pub name: &'a str,
+    /// Display name.
+    pub label: &'a str,
+    /// Base URL.
+    pub url: &'a str,
+    /// Routing state now.
+    pub state: State,
+    /// When the state last changed.
+    pub since: Option<String>,
+    /// When the last probe finished.
+    pub last_check: Option<String>,
+    /// How long the last probe took, if it succeeded.
+    pub latency_ms: Option<u64>,
+    /// Why the last probe failed, if it did.
+    pub error: Option<&'a str>,
+    /// The last 24 hours.
+    pub uptime: Uptime,
+}
+
+/// A server's recent history in `/status.json`.
+#[derive(Serialize)]
+pub struct Uptime {
+    /// Length of the window in seconds (86400).
+    pub window_s: u64,
+    /// Where the window starts: 24 hours ago, or when the gateway started
+    /// watching the server, if that is later.
+    pub from: String,
+    /// Seconds of the window the server was up.
+    pub up_s: u64,
+    /// Seconds of the window the state was known (up or down).
+    pub known_s: u64,
+    /// `up_s / known_s` in percent, two decimals; `null` while nothing is
+    /// known.
+    pub availability_percent: Option<f64>,
+    /// Stretches of one state covering the window, oldest first.
+    pub segments: Vec<UptimeSegment>,
+}
+
+/// One stretch of [`Uptime::segments`].
+#[derive(Serialize)]
+pub struct UptimeSegment {
+    /// `up`, `down` or `unknown`.
+    pub state: State,
+    /// Start of the stretch.
+    pub from: String,
+    /// End of the stretch.
+    pub to: String,
+}
+
+/// One room in `/status.json`.
+#[derive(Serialize)]
+pub struct RoomStatus<'a> {
+    /// Configured spelling.
+    pub name: &'a str,
+    /// Other short names.
+    pub aliases: &'a [String],
+    /// What the room is for.
+    pub description: Option<&'a str>,
+    /// Where `/{room}` redirects now; `null` when it answers 503.
+    pub target: Option<&'a str>,
+    /// Name of the server of `target`.
+    pub server: Option<&'a str>,
+    /// Whether `server` is not the room's first choice.
+    pub fallback: bool,
+    /// Display name of `server`, for the HTML page.
+    #[serde(skip)]
+    pub server_label: Option<&'a str>,
+    /// Index of `server` in [`Status::servers`], for the HTML page.
+    #[serde(skip)]
+    pub server_index: Option<usize>,
+}
+
+/// The latest health of every server of the snapshot, in order.
+pub async fn healths(gw: &Gateway, snap: &Snapshot) -> Vec<Option<Arc<Health>>> {
+    let mut out = Vec::with_capacity(snap.servers.len());
+    for handle in &snap.servers {
+        out.push(gw.monitor().health(handle).await);
+    }
+    out
+}
+
+/// Resolves every room and server of the snapshot.
+pub async fn status<'a>(
+    gw: &Gateway,
+    snap: &'a Snapshot,
+    healths: &'a [Option<Arc<Health>>],
+) -> Status<'a> {
+    let now = SystemTime::now();
+    let servers = snap
+        .config
+        .servers
+        .iter()
+        .zip(healths)
+        .zip(&snap.servers)
+        .map(|((server, health), handle)| ServerStatus {
+            name: &server.name,
+            label: &server.label,
+            url: &server.url,
+            state: health.as_ref().map_or(State::Unknown, |h| h.state),
+            since: health.as_ref().map(|h| rfc3339(h.since)),
+            last_check: health.as_ref().map(|h| rfc3339(h.last_check)),
+            latency_ms: health
+                .as_ref()
+                .and_then(|h| h.latency)
+                .map(|d| d.as_millis().try_into().unwrap_or(u64::MAX)),
+            error: health.as_ref().and_then(|h| h.error.as_deref()),
+            uptime: uptime(&handle.history.summary(now, WINDOW)),
+        })
+        .collect();
+    let mut rooms = Vec::with_capacity(snap.routes.rooms.len());
+    // One cold-start bound for the whole page, not one per room.
+    let deadline = tokio::time::Instant::now() + crate::gateway::COLD_START_WAIT;
+    for room in &snap.routes.rooms {
+        let choice = gw
+            .choose_by(snap, room.targets.iter().map(|t| t.server), deadline)
+            .await;
+        let (target, server, fallback) = match choice {
+            Choice::Target(i) => {
+                let t = &room.targets[i];
+                (Some(t.url.as_str()), Some(t.server), i > 0)
+            }
+            Choice::AllDownPage => (None, None, false),
+        };
+        let server_config = server.map(|i| &snap.config.servers[i]);
+        rooms.push(RoomStatus {
+            name: &room.name,
+            aliases: &room.aliases,
+            description: room.description.as_deref(),
+            target,
+            server: server_config.map(|s| s.name.as_str()),
+            fallback,
+            server_label: server_config.map(|s| s.label.as_str()),
+            server_index: server,
+        });
+    }
+    Status {
+        ready: gw.is_ready(),
+        generated: rfc3339(now),
+        servers,
+        rooms,
+    }
+}
+
+fn uptime(summary: &Summary) -> Uptime {
+    Uptime {
+        window_s: WINDOW.as_secs(),
+        from: rfc3339(summary.from),
+        up_s: summary.up.as_secs(),
+        known_s: summary.known.as_secs(),
+        availability_percent: summary
+            .availability()
+            .map(|a| (a * 10_000.0).round() / 100.0),
+        segments: summary
+            .segments
+            .iter()
+            .map(|s| UptimeSegment {
+                state: s.state,
+                from: rfc3339(s.from),
+                to: rfc3339(s.to),
+            })
+            .collect(),
+    }
+}
+
+/// A time as RFC 3339 in UTC, to the second.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
