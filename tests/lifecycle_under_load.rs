@@ -55,7 +55,13 @@ async fn request(addr: &str, path: &str, want: &str) -> Outcome {
         return Outcome::Unanswered;
     }
     let text = String::from_utf8_lossy(&answer);
-    let complete = text.contains("</html>\n");
+    // Complete: the whole body that Content-Length announced.
+    let complete = text.split_once("\r\n\r\n").is_some_and(|(head, body)| {
+        head.lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            == Some(body.len())
+    });
     if text.starts_with("HTTP/1.1 302 ")
         && text.contains(&format!("\r\nlocation: {want}\r\n"))
         && complete
