@@ -362,3 +362,59 @@ async fn serve_takes_config_and_listen_address_from_the_env() {
         .unwrap();
     assert!(exit.success());
 }
+
+#[test]
+fn rust_log_takes_levels_and_targets_and_a_bad_one_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(dir.path(), "routes.yaml", VALID);
+    // `check` logs nothing itself, so serve for a moment under each filter,
+    // until a line with `until`: a bad filter is named and logging stays at
+    // info. VALID's servers refuse, so each logs a warning at its first
+    // probe.
+    let run = |filter: &str, until: &str| {
+        let mut child = roomgate(dir.path())
+            .env("RUST_LOG", filter)
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&file)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        // A bound on the wait: the process is killed after 15 s, which
+        // ends the read loop below with whatever was logged.
+        let pid = child.id().to_string();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(15));
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid])
+                .status();
+        });
+        let mut lines =
+            std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+        let mut seen = Vec::new();
+        for line in lines.by_ref() {
+            let Ok(line) = line else { break };
+            let done = line.contains(until);
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        seen.join("\n")
+    };
+    let bad = run("roomgate=loud", "listening on");
+    assert!(
+        bad.contains("RUST_LOG=\"roomgate=loud\" is not a log filter"),
+        "{bad}"
+    );
+    assert!(bad.contains("listening on"), "{bad}");
+    // Warnings only: the info lines are gone, startup still works.
+    let quiet = run("warn", "backup down");
+    assert!(!quiet.contains("INFO"), "{quiet}");
+    assert!(quiet.contains("WARN"), "{quiet}");
+    // Per-target directives work as with EnvFilter.
+    let mixed = run("warn,roomgate=info", "listening on");
+    assert!(mixed.contains("INFO"), "{mixed}");
+}
