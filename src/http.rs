@@ -171,6 +171,11 @@ fn redirect_prebuilt(snap: &Snapshot, target: &RouteTarget) -> Response<Body> {
 pub(crate) fn redirect_head(location: HeaderValue) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(8);
     html_headers(&mut headers);
+    // The body is a bare link: no stylesheet to allow.
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        page::POLICIES.redirect.clone(),
+    );
     headers.insert(header::LOCATION, location);
     // The answer changes with health: no browser or proxy may keep it.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -45,6 +45,9 @@ pub struct Policies {
     pub status: HeaderValue,
     /// Images (the QR code SVG): nothing at all.
     pub image: HeaderValue,
+    /// Redirects, whose tiny body has no style: nothing at all, and short,
+    /// since every redirect carries it.
+    pub redirect: HeaderValue,
 }
 
 /// The policies, with the hashes of [`STYLE`] and [`SCRIPT`].
@@ -63,6 +66,9 @@ pub static POLICIES: LazyLock<Policies> = LazyLock::new(|| {
         status: value(status),
         image: HeaderValue::from_static(
             "default-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+        ),
+        redirect: HeaderValue::from_static(
+            "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
         ),
     }
 });
