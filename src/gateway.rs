@@ -169,25 +169,6 @@ impl Gateway {
         // still holds the old snapshot is done with it.
     }
 
-    /// The state each of `servers` (indices into the snapshot) is routed by,
-    /// in order, written into `states`. At cold start, waits a short bound
-    /// for first probe results (see [`COLD_START_WAIT`]).
-    async fn states_into(
-        &self,
-        snap: &Snapshot,
-        servers: impl Iterator<Item = usize> + Clone,
-        states: &mut [State],
-        deadline: tokio::time::Instant,
-    ) {
-        for i in servers.clone() {
-            let handle = &snap.servers[i];
-            if !handle.is_ready() {
-                handle.wait_ready(deadline).await;
-            }
-        }
-        read_states(snap, servers, states);
-    }
-
     /// Decides where a room with these servers goes now.
     ///
     /// In steady state every server has a result and this does not wait: it
@@ -198,13 +179,11 @@ impl Gateway {
         snap: &Snapshot,
         servers: impl ExactSizeIterator<Item = usize> + Clone,
     ) -> Choice {
-        if servers.clone().all(|i| snap.servers[i].is_ready()) {
-            return with_states(snap, servers, |states| {
-                choose(states, snap.routes.when_all_down)
-            });
+        if !servers.clone().all(|i| snap.servers[i].is_ready()) {
+            let deadline = tokio::time::Instant::now() + COLD_START_WAIT;
+            wait_ready(snap, servers.clone(), deadline).await;
         }
-        let deadline = tokio::time::Instant::now() + COLD_START_WAIT;
-        self.choose_by(snap, servers, deadline).await
+        decide(snap, servers)
     }
 
     /// Like [`Gateway::choose`], waiting at cold start at most until
@@ -215,18 +194,40 @@ impl Gateway {
         servers: impl ExactSizeIterator<Item = usize> + Clone,
         deadline: tokio::time::Instant,
     ) -> Choice {
-        let n = servers.len();
-        let mut inline = [State::Unknown; INLINE_TARGETS];
-        let mut heap = Vec::new();
-        let states: &mut [State] = if n <= INLINE_TARGETS {
-            &mut inline[..n]
-        } else {
-            heap.resize(n, State::Unknown);
-            &mut heap
-        };
-        self.states_into(snap, servers, states, deadline).await;
-        choose(states, snap.routes.when_all_down)
+        wait_ready(snap, servers.clone(), deadline).await;
+        decide(snap, servers)
     }
+}
+
+/// Waits until each of `servers` has its first probe result, at most until
+/// `deadline`.
+async fn wait_ready(
+    snap: &Snapshot,
+    servers: impl Iterator<Item = usize>,
+    deadline: tokio::time::Instant,
+) {
+    for i in servers {
+        let handle = &snap.servers[i];
+        if !handle.is_ready() {
+            handle.wait_ready(deadline).await;
+        }
+    }
+}
+
+/// The decision from the route states of `servers` now, held on the stack
+/// for rooms of up to [`INLINE_TARGETS`] servers.
+fn decide(snap: &Snapshot, servers: impl ExactSizeIterator<Item = usize>) -> Choice {
+    let n = servers.len();
+    let mut inline = [State::Unknown; INLINE_TARGETS];
+    let mut heap = Vec::new();
+    let states: &mut [State] = if n <= INLINE_TARGETS {
+        &mut inline[..n]
+    } else {
+        heap.resize(n, State::Unknown);
+        &mut heap
+    };
+    read_states(snap, servers, states);
+    choose(states, snap.routes.when_all_down)
 }
 
 /// The route state of each of `servers` now, written into `states`.
@@ -234,24 +235,5 @@ fn read_states(snap: &Snapshot, servers: impl Iterator<Item = usize>, states: &m
     let now = tokio::time::Instant::now();
     for (slot, i) in states.iter_mut().zip(servers) {
         *slot = snap.servers[i].route_state(now);
-    }
-}
-
-/// Calls `f` with the route states of `servers`, on the stack for rooms of
-/// up to [`INLINE_TARGETS`] servers.
-fn with_states<T>(
-    snap: &Snapshot,
-    servers: impl ExactSizeIterator<Item = usize>,
-    f: impl FnOnce(&[State]) -> T,
-) -> T {
-    let n = servers.len();
-    if n <= INLINE_TARGETS {
-        let mut inline = [State::Unknown; INLINE_TARGETS];
-        read_states(snap, servers, &mut inline[..n]);
-        f(&inline[..n])
-    } else {
-        let mut heap = vec![State::Unknown; n];
-        read_states(snap, servers, &mut heap);
-        f(&heap)
     }
 }

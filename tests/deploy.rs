@@ -149,14 +149,7 @@ async fn systemd_unit_command_lines_work() {
     let runtime = format!("/run/{}/", unit_value(&unit, "RuntimeDirectory"));
     assert!(listen.starts_with(&format!("unix:{runtime}")), "{listen}");
 
-    let primary = StandIn::http(Mode::Healthy).await;
-    let backup = StandIn::http(Mode::Healthy).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_file(
-        dir.path(),
-        "routes.yaml",
-        &two_server_yaml(&primary.url(), &backup.url(), ""),
-    );
+    let (primary, _backup, dir, config) = healthy_pair().await;
     let run: PathBuf = dir.path().join("run");
     std::fs::create_dir(&run).unwrap();
     open_dir(&run);
@@ -362,14 +355,7 @@ async fn deployment_command_line_serves_its_probes() {
         .map(|a| a.as_str().unwrap().to_owned())
         .collect();
     let (_, _, extra) = serve_args(&args);
-    let primary = StandIn::http(Mode::Healthy).await;
-    let backup = StandIn::http(Mode::Healthy).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_file(
-        dir.path(),
-        "routes.yaml",
-        &two_server_yaml(&primary.url(), &backup.url(), ""),
-    );
+    let (_primary, _backup, dir, config) = healthy_pair().await;
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     let gate = GateProcess::spawn_with(&config, dir.path(), "127.0.0.1:0", &extra, "info");
     let line = gate

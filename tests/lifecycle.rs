@@ -192,14 +192,7 @@ rooms:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_exits_cleanly() {
-    let primary = StandIn::http(Mode::Healthy).await;
-    let backup = StandIn::http(Mode::Healthy).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_file(
-        dir.path(),
-        "routes.yaml",
-        &two_server_yaml(&primary.url(), &backup.url(), ""),
-    );
+    let (primary, _backup, dir, config) = healthy_pair().await;
     let mut gate = GateProcess::start(&config, dir.path()).await;
     assert_eq!(
         location(&gate.url("/Lounge")).await,
@@ -248,14 +241,7 @@ where
 }
 
 async fn unix_setup() -> (StandIn, StandIn, tempfile::TempDir, PathBuf, PathBuf) {
-    let primary = StandIn::http(Mode::Healthy).await;
-    let backup = StandIn::http(Mode::Healthy).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_file(
-        dir.path(),
-        "routes.yaml",
-        &two_server_yaml(&primary.url(), &backup.url(), ""),
-    );
+    let (primary, backup, dir, config) = healthy_pair().await;
     let socket = dir.path().join("rg.sock");
     (primary, backup, dir, config, socket)
 }

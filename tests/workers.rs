@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{get, two_server_yaml, write_file, GateProcess, Mode, StandIn};
+use support::{get, healthy_pair, GateProcess};
 
 const EXIT_BOUND: Duration = Duration::from_secs(15);
 
@@ -37,26 +37,10 @@ fn listening_sockets(port: u16) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_worker_listens_on_its_own_socket_and_all_of_them_answer() {
-    let primary = StandIn::http(Mode::Healthy).await;
-    let backup = StandIn::http(Mode::Healthy).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_file(
-        dir.path(),
-        "routes.yaml",
-        &two_server_yaml(&primary.url(), &backup.url(), ""),
-    );
-    let mut gate = GateProcess::spawn_with(
-        &config,
-        dir.path(),
-        "127.0.0.1:0",
-        &["--workers", "3"],
-        "info",
-    );
-    let line = gate
-        .wait_log("listening on http://", Duration::from_secs(10))
-        .await
-        .unwrap_or_else(|| panic!("did not start:\n{}", gate.log_text()));
-    let base = line[line.find("http://").unwrap()..].trim().to_owned();
+    let (primary, _backup, dir, config) = healthy_pair().await;
+    let mut gate =
+        GateProcess::start_via(&[], &config, dir.path(), &["--workers", "3"], "info").await;
+    let base = gate.base.clone();
     let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
     let pid = gate.pid().expect("running");
 
@@ -87,14 +71,7 @@ async fn each_worker_listens_on_its_own_socket_and_all_of_them_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_port_another_process_listens_on_is_refused() {
-    let primary = StandIn::http(Mode::Healthy).await;
-    let backup = StandIn::http(Mode::Healthy).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_file(
-        dir.path(),
-        "routes.yaml",
-        &two_server_yaml(&primary.url(), &backup.url(), ""),
-    );
+    let (_primary, _backup, dir, config) = healthy_pair().await;
     // A first roomgate on a fixed port: SO_REUSEPORT sockets, which a
     // second process of the same user could join if it only set the option.
     let first = GateProcess::start(&config, dir.path()).await;

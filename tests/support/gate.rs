@@ -12,6 +12,8 @@ use roomgate::server::{serve, ListenAddr, Listener};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::oneshot;
 
+use super::standin::{Mode, StandIn};
+
 /// A roomgate served in this process on 127.0.0.1 port 0.
 pub struct Gate {
     /// `http://127.0.0.1:PORT`.
@@ -299,6 +301,20 @@ pub fn servers_yaml(
     check: {backup_check}
 "
     )
+}
+
+/// Two healthy stand-ins, and a routes.yaml ([`two_server_yaml`]) for them
+/// in a fresh temporary directory: the setup most end-to-end tests start from.
+pub async fn healthy_pair() -> (StandIn, StandIn, tempfile::TempDir, PathBuf) {
+    let primary = StandIn::http(Mode::Healthy).await;
+    let backup = StandIn::http(Mode::Healthy).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = super::write_file(
+        dir.path(),
+        "routes.yaml",
+        &two_server_yaml(&primary.url(), &backup.url(), ""),
+    );
+    (primary, backup, dir, config)
 }
 
 /// A routes.yaml with one room `Lounge` (alias `treff`) on `primary`, then

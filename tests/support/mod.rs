@@ -24,7 +24,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-pub use gate::{servers_yaml, two_server_yaml, Gate, GateProcess, FAST_CHECK};
+pub use gate::{healthy_pair, servers_yaml, two_server_yaml, Gate, GateProcess, FAST_CHECK};
 pub use standin::{Counts, Mode, Recorded, StandIn, StandInBuilder};
 pub use tls::{Leaf, TestCa};
 
