@@ -186,6 +186,33 @@ impl Gateway {
         decide(snap, servers)
     }
 
+    /// [`Gateway::choose`] without waiting: `None` while one of `servers`
+    /// has no probe result yet (cold start), when the caller should wait
+    /// with [`Gateway::wait_ready`] and then use [`Gateway::decide`].
+    pub fn choose_now(
+        &self,
+        snap: &Snapshot,
+        servers: impl ExactSizeIterator<Item = usize> + Clone,
+    ) -> Option<Choice> {
+        if servers.clone().all(|i| snap.servers[i].is_ready()) {
+            Some(decide(snap, servers))
+        } else {
+            None
+        }
+    }
+
+    /// Waits at most [`COLD_START_WAIT`] for the first probe results of
+    /// `servers`.
+    pub async fn wait_ready(&self, snap: &Snapshot, servers: impl Iterator<Item = usize>) {
+        wait_ready(snap, servers, tokio::time::Instant::now() + COLD_START_WAIT).await;
+    }
+
+    /// Decides from the route states now, whether or not every server has
+    /// its first result (those without are unknown).
+    pub fn decide(&self, snap: &Snapshot, servers: impl ExactSizeIterator<Item = usize>) -> Choice {
+        decide(snap, servers)
+    }
+
     /// Like [`Gateway::choose`], waiting at cold start at most until
     /// `deadline`, so a request that resolves many rooms waits once.
     pub async fn choose_by(

@@ -39,9 +39,40 @@ pub async fn handle<B>(
     peer: &Peer,
     req: Request<B>,
 ) -> Result<Response<Body>, Infallible> {
-    let resp = respond(gw, peer, &req).await;
-    // The access line. The redirect path must stay cheap, so the client
-    // address is worked out only when someone reads debug lines.
+    let resp = match respond_now(gw, peer, &req) {
+        Ok(resp) => resp,
+        Err(waiting) => respond_later(gw, peer, &req, waiting).await,
+    };
+    log_request(gw, peer, &req, &resp);
+    Ok(resp)
+}
+
+/// What [`handle_now`] gives: the answer, or the request back when its
+/// answer has to wait (use [`handle`] for it then).
+pub enum Now<B> {
+    /// The answer.
+    Answer(Response<Body>),
+    /// The answer waits for health results: the status page and JSON, and
+    /// a room whose servers have no first probe result yet (cold start).
+    Wait(Request<B>),
+}
+
+/// [`handle`] without a future, for the requests that need not wait: every
+/// redirect in steady state. The server answers those without boxing or
+/// polling anything.
+pub fn handle_now<B>(gw: &Gateway, peer: &Peer, req: Request<B>) -> Now<B> {
+    match respond_now(gw, peer, &req) {
+        Ok(resp) => {
+            log_request(gw, peer, &req, &resp);
+            Now::Answer(resp)
+        }
+        Err(_) => Now::Wait(req),
+    }
+}
+
+/// The access line. The redirect path must stay cheap, so the client
+/// address is worked out only when someone reads debug lines.
+fn log_request<B>(gw: &Gateway, peer: &Peer, req: &Request<B>, resp: &Response<Body>) {
     if tracing::enabled!(tracing::Level::DEBUG) {
         let snap = gw.snapshot();
         let client = forwarded::client_addr(peer, req.headers(), &snap.config.trusted_proxies);
@@ -54,25 +85,33 @@ pub async fn handle<B>(
             "request"
         );
     }
-    Ok(resp)
 }
 
-async fn respond<B>(gw: &Gateway, peer: &Peer, req: &Request<B>) -> Response<Body> {
+/// Why an answer has to wait.
+enum Waiting {
+    /// The status page or JSON: they show every server.
+    Status,
+    /// A room, for the first probe results of these servers.
+    Servers(Vec<usize>),
+}
+
+/// The answer, unless it has to wait.
+fn respond_now<B>(gw: &Gateway, peer: &Peer, req: &Request<B>) -> Result<Response<Body>, Waiting> {
     let uri = req.uri();
     let target_len = uri.path_and_query().map_or(0, |p| p.as_str().len());
     if target_len > MAX_URI_LEN {
-        return plain(StatusCode::URI_TOO_LONG, "request URI too long\n");
+        return Ok(plain(StatusCode::URI_TOO_LONG, "request URI too long\n"));
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
         resp.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return resp;
+        return Ok(resp);
     }
     let snap = gw.snapshot();
     let path = uri.path();
     let resp = match path {
-        "/" => index_page(gw, &snap, peer, req.headers()).await,
+        "/" | "/status.json" => return Err(Waiting::Status),
         "/healthz" => plain(StatusCode::OK, "ok\n"),
         "/readyz" if gw.is_ready() => plain(StatusCode::OK, "ready\n"),
         "/readyz" => plain(
@@ -80,74 +119,121 @@ async fn respond<B>(gw: &Gateway, peer: &Peer, req: &Request<B>) -> Response<Bod
             "waiting for first probes\n",
         ),
         "/metrics" => metrics(gw),
-        "/status.json" => status_json(gw, &snap).await,
         "/_/favicon.svg" => favicon(),
         _ if path.starts_with("/_/qr/") => qr_code(&snap, peer, path, req.headers()),
         _ if path.starts_with("/_/") => not_found(&snap, peer, path, req.headers()),
-        _ => room(gw, &snap, peer, path, uri.query(), req.headers()).await,
+        _ => room(gw, &snap, peer, path, uri.query(), req.headers(), false)?,
     };
-    resp
+    Ok(resp)
 }
 
-/// `/{room}`: the redirect.
-async fn room(
+/// The answers that wait: the status page and JSON, and rooms at cold start.
+async fn respond_later<B>(
+    gw: &Gateway,
+    peer: &Peer,
+    req: &Request<B>,
+    waiting: Waiting,
+) -> Response<Body> {
+    let snap = gw.snapshot();
+    let uri = req.uri();
+    match waiting {
+        Waiting::Status if uri.path() == "/" => index_page(gw, &snap, peer, req.headers()).await,
+        Waiting::Status => status_json(gw, &snap).await,
+        Waiting::Servers(servers) => {
+            gw.wait_ready(&snap, servers.into_iter()).await;
+            // The snapshot may have changed while waiting; decide by the
+            // current one, with what results there are now.
+            let snap = gw.snapshot();
+            let path = uri.path();
+            room(gw, &snap, peer, path, uri.query(), req.headers(), true).unwrap_or_else(|_| {
+                plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "waiting for first probes\n",
+                )
+            })
+        }
+    }
+}
+
+/// `/{room}`: the redirect. Before every server of the room has its first
+/// probe result, this asks to wait, unless `waited` (then servers without a
+/// result count as unknown).
+fn room(
     gw: &Gateway,
     snap: &Snapshot,
     peer: &Peer,
     path: &str,
     query: Option<&str>,
     headers: &HeaderMap,
-) -> Response<Body> {
+    waited: bool,
+) -> Result<Response<Body>, Waiting> {
     let Some(name) = room_segment(path) else {
         gw.metrics.not_found.inc();
-        return not_found(snap, peer, path, headers);
+        return Ok(not_found(snap, peer, path, headers));
     };
     // Link-preview fetchers get a card instead of the redirect; clients
     // without a User-Agent skip the check at the cost of one header lookup.
     if let Some(agent) = headers.get(header::USER_AGENT) {
         if snap.config.site.preview_agents.matches(agent.as_bytes()) {
-            return preview(gw, snap, peer, path, name, headers);
+            return Ok(preview(gw, snap, peer, path, name, headers));
         }
     }
     match snap.routes.lookup(name) {
         Lookup::Room(room) => {
             let servers = room.targets.iter().map(|t| t.server);
-            match gw.choose(snap, servers).await {
+            match decide(gw, snap, servers, waited)? {
                 Choice::Target(i) => {
                     let target = &room.targets[i];
                     target.redirects.inc();
-                    match query {
+                    Ok(match query {
                         None => redirect_prebuilt(snap, target),
                         Some(q) => {
                             let base = &snap.config.servers[target.server].url;
                             redirect_to(snap, &location(base, &target.room, Some(q)))
                         }
-                    }
+                    })
                 }
-                Choice::AllDownPage => all_down_page(snap, room),
+                Choice::AllDownPage => Ok(all_down_page(snap, room)),
             }
         }
         Lookup::Unlisted(name) => {
             let targets = snap.routes.unlisted.as_deref().unwrap_or_default();
-            match gw.choose(snap, targets.iter().map(|t| t.server)).await {
-                Choice::Target(i) => {
-                    targets[i].redirects.inc();
-                    redirect_to(snap, &location(&targets[i].base, name, query))
-                }
-                Choice::AllDownPage => {
-                    let links = targets.iter().map(|t| {
-                        let server = &snap.config.servers[t.server];
-                        (server.label.as_str(), location(&t.base, name, query))
-                    });
-                    links_page(StatusCode::SERVICE_UNAVAILABLE, name, links)
-                }
-            }
+            Ok(
+                match decide(gw, snap, targets.iter().map(|t| t.server), waited)? {
+                    Choice::Target(i) => {
+                        targets[i].redirects.inc();
+                        redirect_to(snap, &location(&targets[i].base, name, query))
+                    }
+                    Choice::AllDownPage => {
+                        let links = targets.iter().map(|t| {
+                            let server = &snap.config.servers[t.server];
+                            (server.label.as_str(), location(&t.base, name, query))
+                        });
+                        links_page(StatusCode::SERVICE_UNAVAILABLE, name, links)
+                    }
+                },
+            )
         }
         Lookup::NotFound => {
             gw.metrics.not_found.inc();
-            not_found(snap, peer, path, headers)
+            Ok(not_found(snap, peer, path, headers))
         }
     }
+}
+
+/// The decision for a room with these servers: now, or once `waited` with
+/// what results there are; otherwise the servers to wait for.
+fn decide(
+    gw: &Gateway,
+    snap: &Snapshot,
+    servers: impl ExactSizeIterator<Item = usize> + Clone,
+    waited: bool,
+) -> Result<Choice, Waiting> {
+    if waited {
+        return Ok(gw.decide(snap, servers));
+    }
+    gw.choose_now(snap, servers.clone())
+        .ok_or_else(|| Waiting::Servers(servers.collect()))
 }
 
 /// A redirect whose Location was built at load time.

@@ -8,9 +8,12 @@
 //! The check runs on the redirect path, so the matcher is compiled once when
 //! the config is loaded: one Aho-Corasick automaton over all patterns,
 //! ASCII case-insensitive, that scans the User-Agent bytes without
-//! allocating.
+//! allocating. Each HTTP worker also remembers its last User-Agent and the
+//! answer: a keep-alive connection sends the same one with every request.
 
+use std::cell::RefCell;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use serde::de::{Deserializer, SeqAccess, Visitor};
@@ -52,6 +55,19 @@ pub struct PreviewAgents {
     patterns: Vec<String>,
     /// One automaton over all patterns; `None` when the list is empty.
     matcher: Option<AhoCorasick>,
+    /// Tells this list from the lists of other config loads in [`LAST`].
+    id: u64,
+}
+
+/// Longest User-Agent [`LAST`] keeps; longer ones are scanned every time.
+const MEMO_MAX: usize = 256;
+
+/// Source of [`PreviewAgents::id`].
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's last check: list id, User-Agent, answer.
+    static LAST: RefCell<(u64, Vec<u8>, bool)> = const { RefCell::new((0, Vec::new(), false)) };
 }
 
 impl PreviewAgents {
@@ -70,14 +86,35 @@ impl PreviewAgents {
                 .map_err(|e| format!("cannot compile the user agent list: {e}"))?;
             Some(ac)
         };
-        Ok(PreviewAgents { patterns, matcher })
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        Ok(PreviewAgents {
+            patterns,
+            matcher,
+            id,
+        })
     }
 
     /// Whether `user_agent` belongs to a link-preview fetcher.
     pub fn matches(&self, user_agent: &[u8]) -> bool {
-        self.matcher
-            .as_ref()
-            .is_some_and(|ac| ac.is_match(user_agent))
+        let Some(ac) = &self.matcher else {
+            return false;
+        };
+        if user_agent.len() > MEMO_MAX {
+            return ac.is_match(user_agent);
+        }
+        LAST.with(|last| {
+            let Ok(mut last) = last.try_borrow_mut() else {
+                return ac.is_match(user_agent);
+            };
+            let (id, agent, answer) = &mut *last;
+            if *id != self.id || agent.as_slice() != user_agent {
+                *id = self.id;
+                agent.clear();
+                agent.extend_from_slice(user_agent);
+                *answer = ac.is_match(user_agent);
+            }
+            *answer
+        })
     }
 
     /// The patterns as configured.
@@ -150,6 +187,25 @@ mod tests {
         ));
         assert!(!agents.matches(b"curl/8.5.0"));
         assert!(!agents.matches(b""));
+    }
+
+    /// The remembered answer belongs to one list and one User-Agent: a
+    /// reload's new list, or the next User-Agent, is checked afresh.
+    #[test]
+    fn the_remembered_answer_is_per_list_and_per_agent() {
+        let bots = PreviewAgents::new(vec!["Bot".into()]).unwrap();
+        let curl = PreviewAgents::new(vec!["curl".into()]).unwrap();
+        for _ in 0..2 {
+            assert!(bots.matches(b"SomeBot/1"));
+            assert!(!curl.matches(b"SomeBot/1"));
+            assert!(!bots.matches(b"curl/8.5.0"));
+            assert!(curl.matches(b"curl/8.5.0"));
+            assert!(curl.clone().matches(b"curl/8.5.0"));
+        }
+        // Longer than the memo keeps: still answered.
+        let long = [b"x".repeat(MEMO_MAX), b"SomeBot".to_vec()].concat();
+        assert!(bots.matches(&long));
+        assert!(!curl.matches(&long));
     }
 
     #[test]

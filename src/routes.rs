@@ -8,10 +8,9 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
-use prometheus_client::metrics::counter::Counter;
 
 use crate::config::{Config, WhenAllDown, MAX_NAME_LEN, RESERVED_NAMES};
-use crate::metrics::{Metrics, RoomLabels};
+use crate::metrics::{Metrics, RedirectCounter, RoomLabels};
 
 /// Metric label for all unlisted rooms together: requested names are
 /// unbounded and must not become label values.
@@ -58,7 +57,7 @@ pub struct RouteTarget {
     /// Every header of the redirect, `location` included.
     pub head: HeaderMap,
     /// Redirects to this room on this server.
-    pub redirects: Counter,
+    pub redirects: RedirectCounter,
 }
 
 /// A server for unlisted rooms.
@@ -68,7 +67,7 @@ pub struct UnlistedTarget {
     /// The server URL; the requested room name is appended.
     pub base: String,
     /// Redirects of unlisted rooms to this server.
-    pub redirects: Counter,
+    pub redirects: RedirectCounter,
 }
 
 /// What a room name resolves to.
