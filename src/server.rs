@@ -43,7 +43,7 @@ pub const MAX_HEADERS: usize = 64;
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// Connections served at once by default (`--max-connections`); more are
-/// answered 503 and closed. An idle connection costs about 12 kB (see the
+/// answered 503 and closed. An idle connection costs about 11 kB (see the
 /// README's load figures), and the header read timeout closes idle ones.
 pub const MAX_CONNECTIONS: usize = 16384;
 
