@@ -179,10 +179,10 @@ impl Gateway {
         snap: &Snapshot,
         servers: impl ExactSizeIterator<Item = usize> + Clone,
     ) -> Choice {
-        if !servers.clone().all(|i| snap.servers[i].is_ready()) {
-            let deadline = tokio::time::Instant::now() + COLD_START_WAIT;
-            wait_ready(snap, servers.clone(), deadline).await;
+        if let Some(choice) = self.choose_now(snap, servers.clone()) {
+            return choice;
         }
+        self.wait_ready(snap, servers.clone()).await;
         decide(snap, servers)
     }
 

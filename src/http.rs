@@ -145,6 +145,8 @@ async fn respond_later<B>(
             // current one, with what results there are now.
             let snap = gw.snapshot();
             let path = uri.path();
+            // After the wait a room never asks to wait again; the 503 only
+            // keeps the types honest.
             room(gw, &snap, peer, path, uri.query(), req.headers(), true).unwrap_or_else(|_| {
                 plain(
                     StatusCode::SERVICE_UNAVAILABLE,
