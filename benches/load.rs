@@ -476,7 +476,29 @@ fn main() {
         .enable_all()
         .build()
         .unwrap_or_else(|e| die(&format!("runtime: {e}")));
+    // Exits from the watcher itself: dropping the run instead would SIGKILL
+    // nginx's master (`kill_on_drop`) and leave its workers behind.
+    runtime.spawn(async {
+        let signal = interrupted().await;
+        die(&format!("stopped by {signal}; stopping the servers"));
+    });
     runtime.block_on(bench(o));
+}
+
+/// Completes on SIGINT or SIGTERM, so that an interrupted run (Ctrl-C,
+/// `timeout`, CI) still stops the servers it started.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
 }
 
 async fn bench(o: Options) {
