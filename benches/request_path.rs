@@ -22,7 +22,7 @@ use roomgate::decision::choose;
 use roomgate::forwarded::Peer;
 use roomgate::gateway::{ConfigSource, Gateway};
 use roomgate::health::State;
-use roomgate::http::{handle, handle_now, Body, Now};
+use roomgate::http::{handle_now, Body, Now};
 use roomgate::routes::{location, room_segment, Lookup};
 use support::{Mode, StandIn};
 
@@ -55,7 +55,7 @@ fn response(gw: &Gateway, target: &str) -> Response<Body> {
     // What the server calls; only answers that wait take the future.
     match handle_now(gw, &peer, request(target)) {
         Now::Answer(resp) => resp,
-        Now::Wait(req) => match now(handle(gw, &peer, req)) {
+        Now::Wait(waiting) => match now(waiting.answer(gw, &peer)) {
             Ok(resp) => resp,
             Err(never) => match never {},
         },

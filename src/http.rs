@@ -39,22 +39,35 @@ pub async fn handle<B>(
     peer: &Peer,
     req: Request<B>,
 ) -> Result<Response<Body>, Infallible> {
-    let resp = match respond_now(gw, peer, &req) {
-        Ok(resp) => resp,
-        Err(waiting) => respond_later(gw, peer, &req, waiting).await,
-    };
-    log_request(gw, peer, &req, &resp);
-    Ok(resp)
+    match handle_now(gw, peer, req) {
+        Now::Answer(resp) => Ok(resp),
+        Now::Wait(waiting) => waiting.answer(gw, peer).await,
+    }
 }
 
-/// What [`handle_now`] gives: the answer, or the request back when its
-/// answer has to wait (use [`handle`] for it then).
+/// What [`handle_now`] gives: the answer, or the request when its answer
+/// has to wait.
 pub enum Now<B> {
     /// The answer.
     Answer(Response<Body>),
     /// The answer waits for health results: the status page and JSON, and
     /// a room whose servers have no first probe result yet (cold start).
-    Wait(Request<B>),
+    Wait(Waiting<B>),
+}
+
+/// A request whose answer waits for health results.
+pub struct Waiting<B> {
+    req: Request<B>,
+    why: Why,
+}
+
+impl<B> Waiting<B> {
+    /// Waits and answers.
+    pub async fn answer(self, gw: &Gateway, peer: &Peer) -> Result<Response<Body>, Infallible> {
+        let resp = respond_later(gw, peer, &self.req, self.why).await;
+        log_request(gw, peer, &self.req, &resp);
+        Ok(resp)
+    }
 }
 
 /// [`handle`] without a future, for the requests that need not wait: every
@@ -66,7 +79,7 @@ pub fn handle_now<B>(gw: &Gateway, peer: &Peer, req: Request<B>) -> Now<B> {
             log_request(gw, peer, &req, &resp);
             Now::Answer(resp)
         }
-        Err(_) => Now::Wait(req),
+        Err(why) => Now::Wait(Waiting { req, why }),
     }
 }
 
@@ -88,7 +101,7 @@ fn log_request<B>(gw: &Gateway, peer: &Peer, req: &Request<B>, resp: &Response<B
 }
 
 /// Why an answer has to wait.
-enum Waiting {
+enum Why {
     /// The status page or JSON: they show every server.
     Status,
     /// A room, for the first probe results of these servers.
@@ -96,7 +109,7 @@ enum Waiting {
 }
 
 /// The answer, unless it has to wait.
-fn respond_now<B>(gw: &Gateway, peer: &Peer, req: &Request<B>) -> Result<Response<Body>, Waiting> {
+fn respond_now<B>(gw: &Gateway, peer: &Peer, req: &Request<B>) -> Result<Response<Body>, Why> {
     let uri = req.uri();
     let target_len = uri.path_and_query().map_or(0, |p| p.as_str().len());
     if target_len > MAX_URI_LEN {
@@ -111,7 +124,7 @@ fn respond_now<B>(gw: &Gateway, peer: &Peer, req: &Request<B>) -> Result<Respons
     let snap = gw.snapshot();
     let path = uri.path();
     let resp = match path {
-        "/" | "/status.json" => return Err(Waiting::Status),
+        "/" | "/status.json" => return Err(Why::Status),
         "/healthz" => plain(StatusCode::OK, "ok\n"),
         "/readyz" if gw.is_ready() => plain(StatusCode::OK, "ready\n"),
         "/readyz" => plain(
@@ -128,18 +141,13 @@ fn respond_now<B>(gw: &Gateway, peer: &Peer, req: &Request<B>) -> Result<Respons
 }
 
 /// The answers that wait: the status page and JSON, and rooms at cold start.
-async fn respond_later<B>(
-    gw: &Gateway,
-    peer: &Peer,
-    req: &Request<B>,
-    waiting: Waiting,
-) -> Response<Body> {
+async fn respond_later<B>(gw: &Gateway, peer: &Peer, req: &Request<B>, why: Why) -> Response<Body> {
     let snap = gw.snapshot();
     let uri = req.uri();
-    match waiting {
-        Waiting::Status if uri.path() == "/" => index_page(gw, &snap, peer, req.headers()).await,
-        Waiting::Status => status_json(gw, &snap).await,
-        Waiting::Servers(servers) => {
+    match why {
+        Why::Status if uri.path() == "/" => index_page(gw, &snap, peer, req.headers()).await,
+        Why::Status => status_json(gw, &snap).await,
+        Why::Servers(servers) => {
             gw.wait_ready(&snap, servers.into_iter()).await;
             // The snapshot may have changed while waiting; decide by the
             // current one, with what results there are now.
@@ -168,7 +176,7 @@ fn room(
     query: Option<&str>,
     headers: &HeaderMap,
     waited: bool,
-) -> Result<Response<Body>, Waiting> {
+) -> Result<Response<Body>, Why> {
     let Some(name) = room_segment(path) else {
         gw.metrics.not_found.inc();
         return Ok(not_found(snap, peer, path, headers));
@@ -230,12 +238,12 @@ fn decide(
     snap: &Snapshot,
     servers: impl ExactSizeIterator<Item = usize> + Clone,
     waited: bool,
-) -> Result<Choice, Waiting> {
+) -> Result<Choice, Why> {
     if waited {
         return Ok(gw.decide(snap, servers));
     }
     gw.choose_now(snap, servers.clone())
-        .ok_or_else(|| Waiting::Servers(servers.collect()))
+        .ok_or_else(|| Why::Servers(servers.collect()))
 }
 
 /// A redirect whose Location was built at load time.

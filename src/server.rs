@@ -499,9 +499,9 @@ impl Server {
             }
             match http::handle_now(&gw, &peer, req) {
                 Now::Answer(resp) => Reply::Now(Some(resp)),
-                Now::Wait(req) => {
+                Now::Wait(waiting) => {
                     let gw = gw.clone();
-                    Reply::Later(Box::pin(async move { http::handle(&gw, &peer, req).await }))
+                    Reply::Later(Box::pin(async move { waiting.answer(&gw, &peer).await }))
                 }
             }
         });
