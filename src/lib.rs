@@ -22,6 +22,8 @@
 //!   (`X-Forwarded-Proto`, `-Host`, `-Prefix`).
 //! - [`server`]: listeners (TCP and unix), connection limits, graceful
 //!   shutdown.
+//! - [`steer`]: which HTTP worker serves a TCP connection (the one on the
+//!   CPU it arrives on, within a margin of balance).
 //! - [`limits`]: the open file limit and the connection cap that fits it.
 //! - [`page`]: the HTML pages (askama templates), QR codes and the public
 //!   base URL of short links (`site.public_url` or [`forwarded`]).
@@ -45,3 +47,4 @@ pub mod preview;
 pub mod routes;
 pub mod server;
 pub mod status;
+pub mod steer;

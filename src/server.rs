@@ -30,6 +30,7 @@ use tracing::Instrument;
 use crate::forwarded::Peer;
 use crate::gateway::Gateway;
 use crate::http::{self, Body, Now};
+use crate::steer::{self, Load};
 
 /// A client must send its complete request head within this time, on a new
 /// connection and between requests on a kept-alive one (slowloris guard).
@@ -231,18 +232,38 @@ pub async fn serve_with_limits(
         // buffer, it goes out with one plain send, which measured cheaper
         // for the kernel than a two-part writev.
         .writev(false);
+    // One CPU per worker, for TCP: see `steer`.
+    let cpus = match sockets.first() {
+        Some(StdListener::Unix(_)) | None => None,
+        Some(_) => steer::plan(sockets.len()),
+    };
+    if let Some(cpus) = &cpus {
+        tracing::info!(
+            "{} HTTP workers, each serving the connections that arrive on its CPU ({cpus:?})",
+            cpus.len()
+        );
+    }
+    let (handoff, mut handed): (Vec<_>, Vec<_>) =
+        sockets.iter().map(|_| mpsc::unbounded_channel()).unzip();
     let server = Arc::new(Server {
         gw,
         builder,
         slots: Arc::new(Semaphore::new(max_connections)),
         max_connections,
+        load: Arc::new(Load::new(sockets.len(), cpus.clone().unwrap_or_default())),
+        handoff: cpus.is_some().then_some(handoff),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = Vec::new();
-    for (i, socket) in sockets.into_iter().enumerate() {
+    for (i, (socket, handed)) in sockets.into_iter().zip(handed.drain(..)).enumerate() {
         let (done_tx, done_rx) = oneshot::channel();
         let (closed_tx, closed_rx) = oneshot::channel();
         let (server, stop) = (server.clone(), stop_rx.clone());
+        let me = Worker {
+            index: i,
+            cpu: cpus.as_ref().and_then(|cpus| cpus.get(i).copied()),
+            handed,
+        };
         let spawned = std::thread::Builder::new()
             .name(format!("roomgate-http-{i}"))
             .spawn(move || {
@@ -250,7 +271,7 @@ pub async fn serve_with_limits(
                     .enable_all()
                     .build()
                 {
-                    Ok(runtime) => runtime.block_on(worker(server, socket, stop, closed_tx)),
+                    Ok(runtime) => runtime.block_on(worker(server, me, socket, stop, closed_tx)),
                     Err(e) => {
                         tracing::error!("cannot start HTTP worker {i}: {e}");
                         true
@@ -269,16 +290,22 @@ pub async fn serve_with_limits(
     shutdown.await;
     let _ = stop_tx.send(true);
     let mut finishing = Vec::with_capacity(workers.len());
-    let mut accepted = 0;
+    let (mut accepted, mut by_worker, mut handed_over) = (0, Vec::new(), 0);
     for (closed, done) in workers {
-        accepted += closed.await.unwrap_or(0);
+        let taken = closed.await.unwrap_or_default();
+        accepted += taken.served;
+        by_worker.push(taken.served);
+        handed_over += taken.handed_over;
         finishing.push(done);
     }
     let open = server.max_connections - server.slots.available_permits();
-    // The totals let a test (or an operator) match answers to connections.
+    let moved = server.load.moved_count();
+    // The totals let a test (or an operator) match answers to connections,
+    // and see how evenly the workers were loaded.
     tracing::info!(
-        "shutting down: no new connections ({accepted} accepted in all, {open} open); \
-         finishing requests in flight"
+        "shutting down: no new connections ({accepted} accepted in all, {open} open; \
+         served by worker {by_worker:?}, {handed_over} handed over, {moved} closed to \
+         move to their CPU's worker); finishing requests in flight"
     );
     let mut drained = true;
     for done in finishing {
@@ -324,20 +351,70 @@ pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(16))
 }
 
+/// What one HTTP worker is, besides its socket.
+struct Worker {
+    /// Its place in [`Server::load`] and [`Server::handoff`].
+    index: usize,
+    /// The CPU whose connections it takes (see `steer`), if any.
+    cpu: Option<usize>,
+    /// Connections other workers hand over to it.
+    handed: mpsc::UnboundedReceiver<Handed>,
+}
+
+/// A TCP connection on its way from one worker to another: detached from
+/// the first worker's runtime, not yet read from.
+type Handed = (std::net::TcpStream, SocketAddr);
+
+/// Where a worker's newly accepted TCP connection is served.
+enum Placed {
+    /// By this worker.
+    Here(tokio::net::TcpStream),
+    /// By the worker it was handed over to.
+    There,
+    /// Nowhere: the socket could not be moved between runtimes (the system
+    /// is out of memory), so it is closed unanswered.
+    Lost,
+}
+
+impl Placed {
+    fn lost(e: io::Error) -> Placed {
+        tracing::warn!("cannot move a connection between workers, closing it: {e}");
+        Placed::Lost
+    }
+}
+
+/// A worker's connection counts, reported when it stops accepting.
+#[derive(Default)]
+struct Taken {
+    /// Connections it served (within the cap), its own and handed over.
+    served: u64,
+    /// Connections it accepted and handed over to another worker.
+    handed_over: u64,
+}
+
 /// One worker's loop: accept and serve until told to stop, then drain.
 /// Sends on `closed`, once it no longer accepts, how many connections it
 /// took; returns whether every connection finished within
 /// [`DRAIN_TIMEOUT`].
 async fn worker(
     server: Arc<Server>,
+    mut me: Worker,
     socket: StdListener,
     mut stop: watch::Receiver<bool>,
-    closed: oneshot::Sender<u64>,
+    closed: oneshot::Sender<Taken>,
 ) -> bool {
-    let listener = match socket.register() {
+    if let Some(cpu) = me.cpu {
+        if let Err(e) = steer::pin_thread(cpu) {
+            tracing::warn!("HTTP worker {} cannot stay on CPU {cpu}: {e}", me.index);
+        }
+    }
+    let listener = match socket.register(me.cpu) {
         Ok(listener) => listener,
         Err(e) => {
             tracing::error!("HTTP worker cannot use the listening socket: {e}");
+            // Nothing is handed over to it any more (dropping the receiver
+            // tells the others). A worker hands over only once it serves
+            // several connections, long after this one started: none was.
             return true;
         }
     };
@@ -347,31 +424,52 @@ async fn worker(
     // This worker's own signal to its connections, so that they share no
     // lock with another core's.
     let drain = Arc::new(Drain::default());
-    let mut accepted = 0;
+    let mut taken = Taken::default();
+    let worker = me.index;
     loop {
         tokio::select! {
             _ = stop.wait_for(|stop| *stop) => break,
-            taken = listener.accept() => match taken {
+            accepted = listener.accept() => match accepted {
                 Ok(Accepted::Tcp(stream, peer)) => {
                     // Linux hands accepted sockets the listener's TCP_NODELAY.
                     if cfg!(not(target_os = "linux")) {
                         let _ = stream.set_nodelay(true);
                     }
-                    accepted += server.connection(&alive, &drain, stream, Peer::Tcp(peer));
+                    match server.hand_over(worker, stream, peer) {
+                        Placed::Here(stream) => {
+                            server.load.opened(worker);
+                            taken.served += server.connection(
+                                worker, &alive, &drain, stream, Peer::Tcp(peer),
+                            );
+                        }
+                        Placed::There => taken.handed_over += 1,
+                        Placed::Lost => {}
+                    }
                 }
                 Ok(Accepted::Unix(stream)) => {
-                    accepted += server.connection(&alive, &drain, stream, Peer::Unix);
+                    server.load.opened(worker);
+                    taken.served +=
+                        server.connection(worker, &alive, &drain, stream, Peer::Unix);
                 }
                 Err(e) => {
                     tracing::warn!("accept failed: {e}; retrying");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },
+            Some(handed) = me.handed.recv() => {
+                taken.served += server.connection_handed(worker, &alive, &drain, handed);
+            }
         }
     }
     drop(listener);
+    // Other workers serve what they would hand over from now on; what they
+    // have handed over already is served here, like any accepted connection.
+    me.handed.close();
+    while let Ok(handed) = me.handed.try_recv() {
+        taken.served += server.connection_handed(worker, &alive, &drain, handed);
+    }
     drain.start();
-    let _ = closed.send(accepted);
+    let _ = closed.send(taken);
     drop(alive);
     tokio::select! {
         _ = all_closed.recv() => true,
@@ -389,6 +487,12 @@ struct Server {
     slots: Arc<Semaphore>,
     /// The cap, for the log.
     max_connections: usize,
+    /// How many connections each worker serves.
+    load: Arc<Load>,
+    /// Where to hand a TCP connection to each worker, when connections are
+    /// steered by CPU (see `steer`); `None` when the kernel's hash spreads
+    /// them.
+    handoff: Option<Vec<mpsc::UnboundedSender<Handed>>>,
 }
 
 /// The listening socket, detached from any runtime so that each worker can
@@ -432,18 +536,27 @@ impl Listener {
 }
 
 impl StdListener {
-    /// Registers this handle with the current (worker) runtime.
-    fn register(self) -> io::Result<WorkerListener> {
+    /// Registers this handle with the current (worker) runtime; a socket of
+    /// the worker's own takes the connections that arrive on `cpu`.
+    fn register(self, cpu: Option<usize>) -> io::Result<WorkerListener> {
+        let steer = |listener: TcpListener| {
+            if let Some(cpu) = cpu {
+                if let Err(e) = steer::set_incoming_cpu(&listener, cpu) {
+                    tracing::warn!("cannot steer connections from CPU {cpu} to a worker: {e}");
+                }
+            }
+            WorkerListener::Tcp(listener)
+        };
         match self {
             StdListener::Tcp(l) => {
                 l.set_nonblocking(true)?;
-                Ok(WorkerListener::Tcp(TcpListener::from_std(l)?))
+                Ok(steer(TcpListener::from_std(l)?))
             }
             StdListener::TcpAlso(addr, copy) => match reuseport_listener(addr) {
-                Ok(own) => Ok(WorkerListener::Tcp(own)),
+                Ok(own) => Ok(steer(own)),
                 Err(e) => {
                     tracing::debug!("worker shares the first socket ({e})");
-                    StdListener::Tcp(copy).register()
+                    StdListener::Tcp(copy).register(None)
                 }
             },
             StdListener::Unix(l) => {
@@ -472,44 +585,100 @@ impl WorkerListener {
 }
 
 impl Server {
-    /// Serves one connection on its own task; returns how many were taken
-    /// within the cap (0 or 1).
+    /// Hands a connection that `worker` has just accepted to a less busy
+    /// worker, if connections are steered and `worker` serves too many more
+    /// than another (see `steer`).
+    fn hand_over(&self, worker: usize, stream: tokio::net::TcpStream, peer: SocketAddr) -> Placed {
+        let (Some(handoff), Some(to)) = (&self.handoff, self.load.destination(worker)) else {
+            return Placed::Here(stream);
+        };
+        let Some(sender) = handoff.get(to) else {
+            return Placed::Here(stream);
+        };
+        let detached = match stream.into_std() {
+            Ok(detached) => detached,
+            Err(e) => return Placed::lost(e),
+        };
+        // Counted at once, so that the next decision sees it.
+        self.load.opened(to);
+        match sender.send((detached, peer)) {
+            Ok(()) => Placed::There,
+            // That worker has stopped accepting: serve it here.
+            Err(mpsc::error::SendError((detached, _))) => {
+                self.load.closed(to);
+                tokio::net::TcpStream::from_std(detached).map_or_else(Placed::lost, Placed::Here)
+            }
+        }
+    }
+
+    /// Serves a connection that another worker handed over (see
+    /// [`Server::hand_over`], which counted it in this worker's load).
+    fn connection_handed(
+        &self,
+        worker: usize,
+        alive: &mpsc::Sender<()>,
+        drain: &Arc<Drain>,
+        (stream, peer): Handed,
+    ) -> u64 {
+        match tokio::net::TcpStream::from_std(stream) {
+            Ok(stream) => self.connection(worker, alive, drain, stream, Peer::Tcp(peer)),
+            Err(e) => {
+                Placed::lost(e);
+                self.load.closed(worker);
+                0
+            }
+        }
+    }
+
+    /// Serves one connection of `worker` (already counted in its load) on
+    /// its own task; returns how many were taken within the cap (0 or 1).
     fn connection<IO>(
         &self,
+        worker: usize,
         alive: &mpsc::Sender<()>,
         drain: &Arc<Drain>,
         stream: IO,
         peer: Peer,
     ) -> u64
     where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        IO: AsyncRead + AsyncWrite + IncomingCpu + Unpin + Send + 'static,
     {
         let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            self.load.closed(worker);
             tokio::spawn(reject(stream, peer, self.max_connections));
             return 0;
         };
         let gw = self.gw.clone();
-        // Whether a request has come in on this connection (see
-        // `first_request`); a plain flag, so the request path stays lock-free.
-        let had_request = Arc::new(AtomicBool::new(false));
-        let seen = had_request.clone();
+        let state = Arc::new(ConnState::default());
+        let seen = state.clone();
         let service = service_fn(move |req| {
-            if !seen.load(Ordering::Relaxed) {
-                seen.store(true, Ordering::Relaxed);
+            if !seen.had_request.load(Ordering::Relaxed) {
+                seen.had_request.store(true, Ordering::Relaxed);
             }
             match http::handle_now(&gw, &peer, req) {
-                Now::Answer(resp) => Reply::Now(Some(resp)),
+                Now::Answer(resp) => Reply::Now(Some(seen.finish(resp))),
                 Now::Wait(waiting) => {
-                    let gw = gw.clone();
-                    Reply::Later(Box::pin(async move { waiting.answer(&gw, &peer).await }))
+                    let (gw, seen) = (gw.clone(), seen.clone());
+                    Reply::Later(Box::pin(async move {
+                        waiting.answer(&gw, &peer).await.map(|r| seen.finish(r))
+                    }))
                 }
             }
         });
-        let conn = self
-            .builder
-            .serve_connection(TokioIo::new(CloseOnDrop(stream)), service);
+        let steering = self.handoff.is_some().then(|| Steering {
+            worker,
+            check: steer::Check::default(),
+            load: self.load.clone(),
+            state: state.clone(),
+        });
+        let stream = Stream {
+            io: stream,
+            steering,
+        };
+        let conn = self.builder.serve_connection(TokioIo::new(stream), service);
         let (alive, drain) = (alive.clone(), drain.clone());
         let open = self.gw.metrics.open_connections.clone();
+        let load = self.load.clone();
         open.inc();
         let served = async move {
             tokio::pin!(conn);
@@ -517,7 +686,7 @@ impl Server {
                 Some(ended) => ended,
                 None => tokio::select! {
                     ended = conn.as_mut() => ended,
-                    () = first_request(&had_request) => {
+                    () = first_request(&state.had_request) => {
                         // Finishes a request in flight (answered with
                         // `Connection: close`), closes an idle connection.
                         conn.as_mut().graceful_shutdown();
@@ -529,6 +698,7 @@ impl Server {
                 tracing::debug!("connection ended: {e}");
             }
             open.dec();
+            load.closed(worker);
             drop(permit);
             drop(alive);
         };
@@ -587,29 +757,101 @@ impl Drain {
     }
 }
 
-/// A connection's stream, whose shutdown is left to the close when it is
-/// dropped: hyper shuts down the write side before it lets go of a
-/// connection, and the close right after sends the same FIN. One system call
-/// less per connection.
-struct CloseOnDrop<IO>(IO);
+/// What a connection's service and its stream share: plain flags, so the
+/// request path stays lock-free.
+#[derive(Default)]
+struct ConnState {
+    /// A request has come in on the connection (see `first_request`).
+    had_request: AtomicBool,
+    /// The client's packets arrive on another worker's CPU (see `steer`):
+    /// the next answer closes the connection, and the client's next one
+    /// lands on that worker.
+    misplaced: AtomicBool,
+}
 
-impl<IO: AsyncRead + Unpin> AsyncRead for CloseOnDrop<IO> {
+impl ConnState {
+    /// `resp`, with `Connection: close` if the connection is misplaced.
+    fn finish(&self, mut resp: Response<Body>) -> Response<Body> {
+        if self.misplaced.load(Ordering::Relaxed) {
+            resp.headers_mut().insert(
+                ::http::header::CONNECTION,
+                ::http::HeaderValue::from_static("close"),
+            );
+        }
+        resp
+    }
+}
+
+/// A socket that knows which CPU its packets arrive on.
+trait IncomingCpu {
+    fn incoming_cpu(&self) -> Option<usize>;
+}
+
+impl IncomingCpu for tokio::net::TcpStream {
+    fn incoming_cpu(&self) -> Option<usize> {
+        steer::incoming_cpu(self)
+    }
+}
+
+impl IncomingCpu for tokio::net::UnixStream {
+    fn incoming_cpu(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// A connection's stream, as hyper sees it.
+///
+/// Its shutdown is left to the close when it is dropped: hyper shuts down
+/// the write side before it lets go of a connection, and the close right
+/// after sends the same FIN. One system call less per connection.
+///
+/// When connections are steered by CPU, it checks now and then which CPU
+/// the client's packets arrive on ([`steer::Check`]).
+struct Stream<IO> {
+    io: IO,
+    steering: Option<Steering>,
+}
+
+/// A stream's part in steering (see `steer`).
+struct Steering {
+    /// The worker that serves the connection.
+    worker: usize,
+    check: steer::Check,
+    load: Arc<Load>,
+    state: Arc<ConnState>,
+}
+
+impl<IO: AsyncRead + IncomingCpu + Unpin> AsyncRead for Stream<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        let this = &mut *self;
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.io).poll_read(cx, buf);
+        // Checked right after a read that returned data: the last packet is
+        // then the client's (an ACK of an answer could come from our side).
+        if let Some(s) = &mut this.steering {
+            if matches!(read, Poll::Ready(Ok(())))
+                && buf.filled().len() > before
+                && s.check.read(|| this.io.incoming_cpu(), &s.load, s.worker)
+                && !s.state.misplaced.swap(true, Ordering::Relaxed)
+            {
+                s.load.moved();
+            }
+        }
+        read
     }
 }
 
-impl<IO: AsyncWrite + Unpin> AsyncWrite for CloseOnDrop<IO> {
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Stream<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -617,15 +859,15 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for CloseOnDrop<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        self.io.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -78,13 +78,18 @@ async fn requests_do_not_wait_for_a_hanging_probe() {
 }
 
 /// Sends `n` GETs of `path` on one kept-alive connection, paced `gap` apart;
-/// returns the Locations seen.
+/// returns the Locations seen. As HTTP clients do, it opens a new connection
+/// after an answer with `Connection: close` (roomgate sends one to move a
+/// connection to the worker of its client's CPU, see `roomgate::steer`).
 async fn keep_alive_burst(addr: &str, path: &str, n: usize, gap: Duration) -> Vec<String> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .expect("handshake");
-    let driver = tokio::spawn(conn);
+    let open = || async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .expect("handshake");
+        (sender, tokio::spawn(conn))
+    };
+    let (mut sender, mut driver) = open().await;
     let start = tokio::time::Instant::now();
     let mut seen = Vec::with_capacity(n);
     for i in 0..n {
@@ -96,8 +101,17 @@ async fn keep_alive_burst(addr: &str, path: &str, n: usize, gap: Duration) -> Ve
         let resp = sender.send_request(req).await.expect("request");
         assert_eq!(resp.status(), 302);
         let loc = resp.headers()["location"].to_str().unwrap().to_owned();
+        let closes = resp
+            .headers()
+            .get("connection")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         resp.into_body().collect().await.expect("body");
         seen.push(loc);
+        if closes {
+            drop(sender);
+            let _ = driver.await;
+            (sender, driver) = open().await;
+        }
     }
     drop(sender);
     let _ = driver.await;
