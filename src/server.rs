@@ -187,11 +187,12 @@ async fn remove_stale_socket(path: &Path) -> io::Result<()> {
 /// returns.
 ///
 /// Requests are served by one thread per core, each with its own
-/// single-threaded runtime accepting from the same listening socket, as
-/// nginx's workers do: a connection lives and dies on the thread that
-/// accepted it, with no work stealing, no cross-thread wake-ups and no locks
-/// between requests. Probes, signals and reloads stay on the caller's
-/// runtime.
+/// single-threaded runtime and its own socket on the listening address, as
+/// nginx's workers do: a connection lives and dies on one thread, with no
+/// work stealing, no cross-thread wake-ups and no locks between requests.
+/// With one worker per CPU, each is kept on its CPU and takes the TCP
+/// connections that arrive there (see `steer`). Probes, signals and reloads
+/// stay on the caller's runtime.
 pub async fn serve(gw: Arc<Gateway>, listener: Listener, shutdown: impl Future<Output = ()>) {
     serve_with(gw, listener, default_workers(), shutdown).await;
 }
