@@ -166,10 +166,13 @@ impl Load {
         }
     }
 
-    /// A connection of worker `worker` has ended.
+    /// A connection of worker `worker` has ended. Never below zero: a count
+    /// that wrapped would make the worker look the busiest for good.
     pub fn closed(&self, worker: usize) {
         if let Some(count) = self.open.get(worker) {
-            count.0.fetch_sub(1, Ordering::Relaxed);
+            let _ = count
+                .0
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         }
     }
 
@@ -266,10 +269,13 @@ mod tests {
         load.closed(1);
         assert_eq!(load.destination(2), Some(0));
         assert_eq!(load.destination(0), None);
-        // Out-of-range workers are ignored, not a panic.
+        // Out-of-range workers are ignored, not a panic; no count wraps.
         load.opened(7);
         load.closed(7);
         assert_eq!(load.open(7), 0);
+        let fresh = Load::new(1, vec![]);
+        fresh.closed(0);
+        assert_eq!(fresh.open(0), 0);
     }
 
     #[test]
