@@ -624,7 +624,7 @@ impl Server {
         match tokio::net::TcpStream::from_std(stream) {
             Ok(stream) => self.connection(worker, alive, drain, stream, Peer::Tcp(peer)),
             Err(e) => {
-                Placed::lost(e);
+                tracing::warn!("cannot take over a connection from another worker: {e}");
                 self.load.closed(worker);
                 0
             }
