@@ -103,10 +103,7 @@ pub fn pin_thread(_: usize) -> std::io::Result<()> {
 /// `None` otherwise: with fewer workers than CPUs, some CPUs would have no
 /// worker of their own, and the kernel's hash spreads connections better.
 pub fn plan(workers: usize) -> Option<Vec<usize>> {
-    if !cfg!(target_os = "linux") || workers < 2 {
-        return None;
-    }
-    allowed_cpus().filter(|cpus| cpus.len() == workers)
+    allowed_cpus().filter(|cpus| workers > 1 && cpus.len() == workers)
 }
 
 /// The CPU that the last packet of `stream` arrived on.
