@@ -10,7 +10,7 @@
 //!   checks at all: the lower bound of work a redirect can be);
 //! - HAProxy with a health-aware `http-request redirect ... if { nbsrv(..) gt
 //!   0 }` per room (the closest existing tool);
-//! - stand-in Jitsi servers (`tests/support/standin.rs`) for the health
+//! - stand-in Jitsi servers (`tests/it/support/standin.rs`) for the health
 //!   checks: one pair probed by roomgate, one by HAProxy, so that each one's
 //!   probes can be counted.
 //!
@@ -21,7 +21,7 @@
 //! `results.md`, `chart.svg`); the README's Performance section is built from
 //! them.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::fmt::Write as _;

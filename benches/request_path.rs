@@ -2,10 +2,10 @@
 //! response head: room lookup, health decision, Location.
 //!
 //! Run with `cargo bench --bench request_path`. The servers are local
-//! stand-in Jitsi servers (`tests/support/standin.rs`), so the health states
+//! stand-in Jitsi servers (`tests/it/support/standin.rs`), so the health states
 //! are real probe results, read the way a request reads them.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::future::Future;

@@ -4,13 +4,12 @@
 //! against the real binary. The nginx files are tested in `tests/nginx.rs`;
 //! the last test here makes sure no file in `deploy/` goes untested.
 
-mod support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use support::nginx::{deploy_file, open_dir, substitute, tool_available, tool_missing};
-use support::*;
+use crate::support::nginx::{deploy_file, open_dir, substitute, tool_available, tool_missing};
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Where Debian puts systemd-analyze (`.ci/run` installs systemd).

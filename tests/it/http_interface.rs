@@ -4,13 +4,12 @@
 //! No fixed sleeps: state changes are awaited by polling `/status.json` (or
 //! `Gateway::is_ready`) within a bound, so every test ends in well under 3 s.
 
-mod support;
 
 use std::time::{Duration, Instant};
 
 use http::Method;
 use serde_json::Value;
-use support::*;
+use crate::support::*;
 
 /// Probe timings that make a state change take a few hundred milliseconds.
 const FAST: &str = FAST_CHECK;

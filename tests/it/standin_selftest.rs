@@ -1,7 +1,6 @@
 //! Proves the stand-in Jitsi servers in `tests/support` behave as documented,
 //! using plain hyper clients (not roomgate), so other tests can trust them.
 
-mod support;
 
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
@@ -10,7 +9,7 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use support::{FetchError, Leaf, Mode, Req, Resp, StandIn, TestCa};
+use crate::support::{FetchError, Leaf, Mode, Req, Resp, StandIn, TestCa};
 use tokio::net::TcpStream;
 
 const SHORT: Duration = Duration::from_millis(300);
@@ -111,7 +110,7 @@ async fn healthy_serves_config_pages_and_bosh() {
     let url = jitsi.url();
     assert_eq!(url, format!("http://127.0.0.1:{}", jitsi.port()));
 
-    let config = support::get(&format!("{url}/config.js"), &[]).await;
+    let config = crate::support::get(&format!("{url}/config.js"), &[]).await;
     assert_eq!(config.status, StatusCode::OK);
     assert_eq!(
         config.header("content-type"),
@@ -120,7 +119,7 @@ async fn healthy_serves_config_pages_and_bosh() {
     assert!(config.body.starts_with("var config = {"));
 
     for page in ["/", "/Lounge", "/some/deep/path?x=1"] {
-        let resp = support::get(&format!("{url}{page}"), &[("accept", "text/html")]).await;
+        let resp = crate::support::get(&format!("{url}{page}"), &[("accept", "text/html")]).await;
         assert_eq!(resp.status, StatusCode::OK, "{page}");
         assert!(resp.body.contains("<html>"), "{page}");
     }
@@ -159,7 +158,7 @@ async fn healthy_serves_config_pages_and_bosh() {
     assert!(again.body.contains("condition='item-not-found'"));
 
     // A browser opening the BOSH URL gets Prosody's page, not a session.
-    let browser = support::get(&format!("{url}/http-bind"), &[]).await;
+    let browser = crate::support::get(&format!("{url}/http-bind"), &[]).await;
     assert_eq!(browser.status, StatusCode::OK);
     assert!(!browser.body.contains("<stream:features"));
 
@@ -186,7 +185,7 @@ async fn healthy_serves_config_pages_and_bosh() {
     assert!(first_bosh.body.contains("rid='12345'"));
 
     jitsi.reset_counts();
-    assert_eq!(jitsi.counts(), support::Counts::default());
+    assert_eq!(jitsi.counts(), crate::support::Counts::default());
     assert!(jitsi.recent_requests().is_empty());
 }
 
@@ -253,11 +252,11 @@ async fn prefix_serves_only_below_it() {
     assert_eq!(url, format!("http://127.0.0.1:{}/jitsi", jitsi.port()));
 
     assert_eq!(
-        support::get(&format!("{url}/config.js"), &[]).await.status,
+        crate::support::get(&format!("{url}/config.js"), &[]).await.status,
         200
     );
     assert_eq!(
-        support::get(&format!("{url}/Lounge"), &[]).await.status,
+        crate::support::get(&format!("{url}/Lounge"), &[]).await.status,
         200
     );
     assert!(bosh(&url, &create_body("localhost"))
@@ -267,11 +266,11 @@ async fn prefix_serves_only_below_it() {
 
     let root = format!("http://127.0.0.1:{}", jitsi.port());
     assert_eq!(
-        support::get(&format!("{root}/config.js"), &[]).await.status,
+        crate::support::get(&format!("{root}/config.js"), &[]).await.status,
         404
     );
     assert_eq!(
-        support::get(&format!("{root}/jitsix/config.js"), &[])
+        crate::support::get(&format!("{root}/jitsix/config.js"), &[])
             .await
             .status,
         404
@@ -286,9 +285,9 @@ async fn failure_modes_answer_like_broken_deployments() {
     let config = format!("{url}/config.js");
 
     // nginx up, Prosody down.
-    assert_eq!(support::get(&config, &[]).await.status, 200);
+    assert_eq!(crate::support::get(&config, &[]).await.status, 200);
     assert_eq!(
-        support::get(&format!("{url}/Lounge"), &[]).await.status,
+        crate::support::get(&format!("{url}/Lounge"), &[]).await.status,
         200
     );
     let down = bosh(&url, &create_body("localhost")).await;
@@ -297,12 +296,12 @@ async fn failure_modes_answer_like_broken_deployments() {
 
     jitsi.set_mode(Mode::Error500).await;
     assert_eq!(jitsi.mode(), Mode::Error500);
-    assert_eq!(support::get(&config, &[]).await.status, 500);
-    assert_eq!(support::get(&format!("{url}/"), &[]).await.status, 500);
+    assert_eq!(crate::support::get(&config, &[]).await.status, 500);
+    assert_eq!(crate::support::get(&format!("{url}/"), &[]).await.status, 500);
     assert_eq!(bosh(&url, &create_body("localhost")).await.status, 500);
 
     jitsi.set_mode(Mode::HostUnknown).await;
-    assert_eq!(support::get(&config, &[]).await.status, 200);
+    assert_eq!(crate::support::get(&config, &[]).await.status, 200);
     let unknown = bosh(&url, &create_body("localhost")).await;
     assert_eq!(unknown.status, StatusCode::OK);
     assert!(unknown.body.contains("condition='host-unknown'"));
@@ -407,14 +406,14 @@ async fn refusing_closes_the_port_and_rebinds_it() {
     );
 
     jitsi.set_mode(Mode::Healthy).await;
-    assert_eq!(support::get(&url, &[]).await.status, 200);
+    assert_eq!(crate::support::get(&url, &[]).await.status, 200);
 
     // Flapping quickly still ends in the last mode.
     for _ in 0..3 {
         jitsi.set_mode(Mode::Refusing).await;
         jitsi.set_mode(Mode::Healthy).await;
     }
-    assert_eq!(support::get(&url, &[]).await.status, 200);
+    assert_eq!(crate::support::get(&url, &[]).await.status, 200);
 
     // Starting out refusing works too: the port is bound once to learn its
     // number, closed, and bound again when the mode changes.
@@ -422,7 +421,7 @@ async fn refusing_closes_the_port_and_rebinds_it() {
     let down_url = format!("{}/config.js", down.url());
     assert!(is_refused(&Req::get(&down_url).send().await));
     down.set_mode(Mode::Healthy).await;
-    assert_eq!(support::get(&down_url, &[]).await.status, 200);
+    assert_eq!(crate::support::get(&down_url, &[]).await.status, 200);
 }
 
 #[tokio::test]
@@ -455,7 +454,7 @@ async fn black_hole_accepts_and_never_answers() {
     assert!(hung.is_err());
 
     jitsi.set_mode(Mode::Healthy).await;
-    assert_eq!(support::get(&url, &[]).await.status, 200);
+    assert_eq!(crate::support::get(&url, &[]).await.status, 200);
 }
 
 #[tokio::test]

@@ -4,14 +4,13 @@
 //! One browser session serves the whole test: Chromium starts slowly on a
 //! small machine. Screenshots go to `target/screenshots/` (a CI artifact).
 
-mod support;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::json;
-use support::webdriver::Browser;
-use support::*;
+use crate::support::webdriver::Browser;
+use crate::support::*;
 
 /// Bound on anything the page should show by itself (probe detection plus
 /// the page's 5 s refresh), generous for a busy machine.

@@ -6,7 +6,6 @@
 //! into `roomgate::http::handle` (no sockets, thousands of cases), and a list
 //! of classic open-redirect payloads written byte for byte to a real socket.
 
-mod support;
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -17,7 +16,7 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use roomgate::config::Config;
 use roomgate::gateway::{ConfigSource, Gateway};
-use support::*;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The peer the handler is told about: a local client.

@@ -8,14 +8,13 @@
 //! settings); faults that are there from the start are tested from the
 //! first probe, which decides directly.
 
-mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::faults::*;
-use support::*;
+use crate::support::faults::*;
+use crate::support::*;
 
 // ---------------------------------------------------------------------------
 // Rows 1-5: the server breaks, then is repaired.

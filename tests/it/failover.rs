@@ -3,7 +3,6 @@
 //! settings promise, and back again; probing stays cheap and off the
 //! request path.
 
-mod support;
 
 use std::time::{Duration, Instant};
 
@@ -11,8 +10,8 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use support::faults::*;
-use support::*;
+use crate::support::faults::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_the_ca_in_ca_file_is_up() {

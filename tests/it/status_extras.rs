@@ -5,12 +5,11 @@
 //!
 //! Stand-in servers and the gateway run on 127.0.0.1; no fixed sleeps.
 
-mod support;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 /// Bound on anything the probers should notice.
 const BOUND: Duration = Duration::from_secs(20);

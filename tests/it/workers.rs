@@ -3,15 +3,14 @@
 //! with one worker per CPU, each serves the connections that arrive on its
 //! CPU, within a margin of balance.
 
-mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
 use roomgate::steer::{self, Load};
-use support::nginx::tool_missing;
-use support::{get, healthy_pair, GateProcess};
+use crate::support::nginx::tool_missing;
+use crate::support::{get, healthy_pair, GateProcess};
 
 const EXIT_BOUND: Duration = Duration::from_secs(15);
 

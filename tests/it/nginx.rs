@@ -14,17 +14,16 @@
 //! but not the 127.0.0.1 / ::1 that the `allow` rules name). nginx sees it
 //! as `$remote_addr = 127.0.0.2`, exactly as it would see a remote address.
 
-mod support;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use support::nginx::{
+use crate::support::nginx::{
     deploy_file, free_port, links, nginx_available, open_dir, resolve, substitute, Nginx,
 };
-use support::*;
+use crate::support::*;
 
 /// Upper bound for a state to show through nginx (probes every 100-300 ms).
 const BOUND: Duration = Duration::from_secs(15);

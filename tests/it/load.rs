@@ -7,11 +7,10 @@
 //! quoted in the README; the asserted bounds are generous upper bounds for a
 //! busy 2-core machine, not targets.
 
-mod support;
 
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

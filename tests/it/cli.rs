@@ -1,14 +1,13 @@
 //! The command line of the real binary: `check`, `probe`, and how `serve`
 //! finds its config and its listen address.
 
-mod support;
 
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const BIN: &str = env!("CARGO_BIN_EXE_roomgate");

@@ -2,14 +2,13 @@
 //! 100 ms for 10 s fails no request, and at SIGTERM every connection that
 //! roomgate accepted gets its answer.
 
-mod support;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

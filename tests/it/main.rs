@@ -1,0 +1,21 @@
+//! Integration and end-to-end tests, built as one binary so that the shared
+//! support code compiles once. Each module is one area; `support` holds the
+//! test servers, stand-ins and tool lookups they share.
+
+mod support;
+
+mod browser;
+mod cli;
+mod deploy;
+mod failover;
+mod fault_matrix;
+mod fuzz_regressions;
+mod http_interface;
+mod lifecycle;
+mod lifecycle_under_load;
+mod load;
+mod nginx;
+mod open_redirect;
+mod standin_selftest;
+mod status_extras;
+mod workers;
