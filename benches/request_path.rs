@@ -22,7 +22,7 @@ use roomgate::decision::choose;
 use roomgate::forwarded::Peer;
 use roomgate::gateway::{ConfigSource, Gateway};
 use roomgate::health::State;
-use roomgate::http::{handle_now, Body, Now};
+use roomgate::http::{handle, Body};
 use roomgate::routes::{location, room_segment, Lookup};
 use support::{Mode, StandIn};
 
@@ -52,14 +52,7 @@ fn request(target: &str) -> Request<()> {
 fn response(gw: &Gateway, target: &str) -> Response<Body> {
     // A direct client on loopback, as in a bench on one machine.
     let peer = Peer::Tcp(([127, 0, 0, 1], 40000).into());
-    // What the server calls; only answers that wait take the future.
-    match handle_now(gw, &peer, request(target)) {
-        Now::Answer(resp) => resp,
-        Now::Wait(waiting) => match now(waiting.answer(gw, &peer)) {
-            Ok(resp) => resp,
-            Err(never) => match never {},
-        },
-    }
+    now(handle(gw, &peer, request(target)))
 }
 
 fn bench(c: &mut Criterion) {
@@ -116,9 +109,9 @@ fn bench(c: &mut Criterion) {
     });
     let states = [State::Down, State::Up];
     g.bench_function("decision", |b| {
-        b.iter(|| choose(std::hint::black_box(&states), snap.routes.when_all_down))
+        b.iter(|| choose(std::hint::black_box(states), snap.routes.when_all_down))
     });
-    g.bench_function("health states", |b| b.iter(|| now(gw.choose(&snap, 0..2))));
+    g.bench_function("health states", |b| b.iter(|| now(snap.choose(0..2))));
     g.bench_function("location with query", |b| {
         b.iter(|| location("https://meet.example", "Lounge", Some("lang=de")))
     });

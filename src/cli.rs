@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{CheckKind, Config};
 use crate::gateway::{ConfigSource, Gateway};
 use crate::health::{Probe, ServerProbe};
-use crate::server::{default_workers, serve_with_limits, ListenAddr, Listener};
+use crate::server::{serve, ListenAddr, Listener};
 
 /// Config file used when none is named.
 pub const DEFAULT_CONFIG: &str = "routes.yaml";
@@ -82,9 +82,8 @@ struct ServeArgs {
         value_parser = parse_socket_mode
     )]
     socket_mode: u32,
-    /// Threads that serve HTTP [default: one per core]. Where a load
-    /// generator or other busy work shares a small machine, fewer can be
-    /// faster.
+    /// Threads of the async runtime that serves requests and runs probes
+    /// [default: one per core]
     #[arg(long, env = "ROOMGATE_WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     workers: Option<u16>,
 }
@@ -104,11 +103,19 @@ impl Cli {
     /// Runs the command the user asked for.
     pub fn run(self) -> anyhow::Result<ExitCode> {
         init_logging();
-        // Requests are served by per-core workers of their own (see
-        // `server::serve`); this runtime only runs probes, signals and
-        // reloads, for which one thread is plenty.
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+        // One runtime for everything: connections, probes, signals, reloads.
+        let mut runtime = tokio::runtime::Builder::new_multi_thread();
+        let workers = match &self.command {
+            None => self.serve.workers,
+            Some(Command::Serve(args)) => args.workers,
+            // Probing and checking need little.
+            Some(_) => Some(1),
+        };
+        if let Some(n) = workers {
+            runtime.worker_threads(n.into());
+        }
+        let runtime = runtime
+            .thread_name("roomgate-worker")
             .enable_all()
             .build()
             .context("starting the async runtime")?;
@@ -193,7 +200,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let max_connections = crate::limits::fit_connection_cap(args.max_connections);
     let listener = Listener::bind(&args.listen)
         .await
-        .with_context(|| format!("cannot listen on {:?}", args.listen))?;
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     listener
         .set_socket_mode(args.socket_mode)
         .with_context(|| format!("cannot set the mode of {}", listener.describe()))?;
@@ -218,8 +225,11 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             _ = interrupt.recv() => tracing::info!("SIGINT received"),
         }
     };
-    let workers = args.workers.map_or_else(default_workers, usize::from);
-    serve_with_limits(gw, listener, workers, max_connections, shutdown).await;
+    // Serving ends with the signal (exit 0) or with an error that waiting
+    // cannot mend (exit 1, so that systemd or Kubernetes restart us).
+    serve(gw, listener, max_connections, shutdown)
+        .await
+        .context("serving stopped")?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,5 +1,5 @@
-//! The live gateway: the current config snapshot, the health monitor, and
-//! reloads that swap one for the other without losing health state.
+//! The live gateway: the current snapshot (config, routes, probed servers),
+//! and reloads that swap it whole without losing health state.
 //!
 //! Requests read the snapshot through `arc-swap`, which costs no lock, and a
 //! reload builds a complete new snapshot before swapping it in, so a request
@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use tokio::time::Instant;
 
 use crate::config::{Config, ConfigError};
-use crate::decision::{choose, Choice};
-use crate::health::{Monitor, ServerHandle, State};
+use crate::decision::{self, Choice};
+use crate::health::{Health, ServerHandle, State};
 use crate::metrics::Metrics;
 use crate::routes::Routes;
 
@@ -21,9 +22,6 @@ use crate::routes::Routes;
 /// servers before it treats them as unknown. Short: a slow first probe must
 /// not make the first visitors wait for the full check timeout.
 pub const COLD_START_WAIT: Duration = Duration::from_millis(1500);
-
-/// Rooms with up to this many servers are resolved without allocating.
-const INLINE_TARGETS: usize = 8;
 
 /// Where the running config came from, and so what a reload reads.
 #[derive(Debug, Clone)]
@@ -45,12 +43,61 @@ pub struct Snapshot {
     pub servers: Vec<Arc<ServerHandle>>,
 }
 
+impl Snapshot {
+    /// Where a room whose servers are `servers` (indices into
+    /// [`Snapshot::servers`], in preference order) goes now.
+    ///
+    /// In steady state this reads each server's latest result once and does
+    /// not wait. Only while a server that could decide the answer has no
+    /// first result yet (cold start) does it wait for it, at most
+    /// [`COLD_START_WAIT`]; then it counts as unknown.
+    pub async fn choose(&self, servers: impl Iterator<Item = usize> + Clone) -> Choice {
+        let mut not_ready = false;
+        let now = Instant::now();
+        let choice = decision::choose(
+            servers.clone().map(|i| {
+                self.servers[i].state(now).unwrap_or_else(|| {
+                    not_ready = true;
+                    State::Unknown
+                })
+            }),
+            self.routes.when_all_down,
+        );
+        if !not_ready {
+            return choice;
+        }
+        self.wait_ready(servers.clone(), now + COLD_START_WAIT)
+            .await;
+        let now = Instant::now();
+        let health = servers.map(|i| self.servers[i].state(now).unwrap_or(State::Unknown));
+        decision::choose(health, self.routes.when_all_down)
+    }
+
+    /// Waits until each of `servers` has its first result, at most until
+    /// `deadline`.
+    pub async fn wait_ready(&self, servers: impl Iterator<Item = usize>, deadline: Instant) {
+        for i in servers {
+            self.servers[i].wait_ready(deadline).await;
+        }
+    }
+
+    /// Every server's latest result, read once, in config order: what an
+    /// answer about several servers (the status page) is decided from, so
+    /// that it never mixes two moments.
+    pub fn health(&self) -> Vec<Option<Arc<Health>>> {
+        self.servers.iter().map(|s| s.health()).collect()
+    }
+
+    /// Whether every server has its first result.
+    pub fn is_ready(&self) -> bool {
+        self.servers.iter().all(|s| s.is_ready())
+    }
+}
+
 /// The running gateway.
 pub struct Gateway {
     /// The config in force.
     current: ArcSwap<Snapshot>,
-    /// Probers and their shared results.
-    monitor: Monitor,
     /// Process metrics.
     pub metrics: Arc<Metrics>,
     /// What reloads read.
@@ -62,11 +109,10 @@ impl Gateway {
     /// runtime.
     pub fn start(config: Config, source: ConfigSource) -> Arc<Gateway> {
         let metrics = Arc::new(Metrics::new());
-        let monitor = Monitor::new(metrics.clone());
         let servers = config
             .servers
             .iter()
-            .map(|s| monitor.watch(s.clone()))
+            .map(|s| ServerHandle::spawn(s.clone(), metrics.clone()))
             .collect();
         let routes = Routes::compile(&config, &metrics);
         Arc::new(Gateway {
@@ -75,7 +121,6 @@ impl Gateway {
                 routes,
                 servers,
             }),
-            monitor,
             metrics,
             source: std::sync::Mutex::new(source),
         })
@@ -86,14 +131,9 @@ impl Gateway {
         self.current.load()
     }
 
-    /// The health monitor.
-    pub fn monitor(&self) -> &Monitor {
-        &self.monitor
-    }
-
-    /// Whether every server has its first probe result.
+    /// Whether every server has its first probe result (`/readyz`).
     pub fn is_ready(&self) -> bool {
-        self.snapshot().servers.iter().all(|s| s.is_ready())
+        self.snapshot().is_ready()
     }
 
     /// Reads the config source again and applies it. On error the running
@@ -149,7 +189,7 @@ impl Gateway {
                         kept += 1;
                         handle.clone()
                     }
-                    None => self.monitor.watch(server.clone()),
+                    None => ServerHandle::spawn(server.clone(), self.metrics.clone()),
                 },
             )
             .collect();
@@ -167,100 +207,5 @@ impl Gateway {
         }));
         // Probers of servers that are gone stop when the last request that
         // still holds the old snapshot is done with it.
-    }
-
-    /// Decides where a room with these servers goes now.
-    ///
-    /// In steady state every server has a result and this does not wait: it
-    /// reads one atomic word per server and decides, with no lock and no
-    /// allocation. Only at cold start does it wait (see [`COLD_START_WAIT`]).
-    pub async fn choose(
-        &self,
-        snap: &Snapshot,
-        servers: impl ExactSizeIterator<Item = usize> + Clone,
-    ) -> Choice {
-        if let Some(choice) = self.choose_now(snap, servers.clone()) {
-            return choice;
-        }
-        self.wait_ready(snap, servers.clone()).await;
-        decide(snap, servers)
-    }
-
-    /// [`Gateway::choose`] without waiting: `None` while one of `servers`
-    /// has no probe result yet (cold start), when the caller should wait
-    /// with [`Gateway::wait_ready`] and then use [`Gateway::decide`].
-    pub fn choose_now(
-        &self,
-        snap: &Snapshot,
-        servers: impl ExactSizeIterator<Item = usize> + Clone,
-    ) -> Option<Choice> {
-        if servers.clone().all(|i| snap.servers[i].is_ready()) {
-            Some(decide(snap, servers))
-        } else {
-            None
-        }
-    }
-
-    /// Waits at most [`COLD_START_WAIT`] for the first probe results of
-    /// `servers`.
-    pub async fn wait_ready(&self, snap: &Snapshot, servers: impl Iterator<Item = usize>) {
-        wait_ready(snap, servers, tokio::time::Instant::now() + COLD_START_WAIT).await;
-    }
-
-    /// Decides from the route states now, whether or not every server has
-    /// its first result (those without are unknown).
-    pub fn decide(&self, snap: &Snapshot, servers: impl ExactSizeIterator<Item = usize>) -> Choice {
-        decide(snap, servers)
-    }
-
-    /// Like [`Gateway::choose`], waiting at cold start at most until
-    /// `deadline`, so a request that resolves many rooms waits once.
-    pub async fn choose_by(
-        &self,
-        snap: &Snapshot,
-        servers: impl ExactSizeIterator<Item = usize> + Clone,
-        deadline: tokio::time::Instant,
-    ) -> Choice {
-        wait_ready(snap, servers.clone(), deadline).await;
-        decide(snap, servers)
-    }
-}
-
-/// Waits until each of `servers` has its first probe result, at most until
-/// `deadline`.
-async fn wait_ready(
-    snap: &Snapshot,
-    servers: impl Iterator<Item = usize>,
-    deadline: tokio::time::Instant,
-) {
-    for i in servers {
-        let handle = &snap.servers[i];
-        if !handle.is_ready() {
-            handle.wait_ready(deadline).await;
-        }
-    }
-}
-
-/// The decision from the route states of `servers` now, held on the stack
-/// for rooms of up to [`INLINE_TARGETS`] servers.
-fn decide(snap: &Snapshot, servers: impl ExactSizeIterator<Item = usize>) -> Choice {
-    let n = servers.len();
-    let mut inline = [State::Unknown; INLINE_TARGETS];
-    let mut heap = Vec::new();
-    let states: &mut [State] = if n <= INLINE_TARGETS {
-        &mut inline[..n]
-    } else {
-        heap.resize(n, State::Unknown);
-        &mut heap
-    };
-    read_states(snap, servers, states);
-    choose(states, snap.routes.when_all_down)
-}
-
-/// The route state of each of `servers` now, written into `states`.
-fn read_states(snap: &Snapshot, servers: impl Iterator<Item = usize>, states: &mut [State]) {
-    let now = tokio::time::Instant::now();
-    for (slot, i) in states.iter_mut().zip(servers) {
-        *slot = snap.servers[i].route_state(now);
     }
 }

@@ -8,22 +8,21 @@
 //! - [`routes`]: the config compiled into a route table, with every Location
 //!   built ahead of time.
 //! - [`health`]: one prober task per server (jitsi: config.js + a BOSH
-//!   session; or plain http), the up/down hysteresis, and the moka cache
-//!   through which every reader shares one result.
+//!   session; or plain http), the up/down hysteresis, and the one `watch`
+//!   slot per server through which every reader shares the latest result.
 //! - [`decision`]: the pure choice of a server from the servers' states.
 //! - [`gateway`]: the live snapshot of config, routes and probers, swapped
 //!   whole on reload.
 //! - [`http`]: the request handler: redirects, 404/405/414, status page,
-//!   `/status.json`, `/healthz`, `/readyz`, `/metrics`.
+//!   `/status.json`, `/healthz`, `/readyz`, `/metrics`; `http::response`
+//!   builds every answer's headers and bytes.
 //! - [`status`]: the live state of every room and server, behind `/` and
 //!   `/status.json`.
 //! - [`forwarded`]: what a trusted reverse proxy says about the request:
 //!   the client address (`X-Forwarded-For`) and the public base URL
 //!   (`X-Forwarded-Proto`, `-Host`, `-Prefix`).
-//! - [`server`]: listeners (TCP and unix), connection limits, graceful
-//!   shutdown.
-//! - [`steer`]: which HTTP worker serves a TCP connection (the one on the
-//!   CPU it arrives on, within a margin of balance).
+//! - [`server`]: listeners (TCP and unix), a task per connection, the
+//!   connection cap, timeouts and graceful shutdown.
 //! - [`limits`]: the open file limit and the connection cap that fits it.
 //! - [`page`]: the HTML pages (askama templates), QR codes and the public
 //!   base URL of short links (`site.public_url` or [`forwarded`]).
@@ -47,4 +46,3 @@ pub mod preview;
 pub mod routes;
 pub mod server;
 pub mod status;
-pub mod steer;

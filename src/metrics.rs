@@ -1,20 +1,17 @@
 //! Prometheus metrics, served at `/metrics`.
 //!
 //! Counters on the redirect path are resolved once per route (see
-//! `routes.rs`), so a redirect costs one atomic increment, not a label lookup,
-//! and that increment is in a cache line of the worker's own (see
-//! [`Striped`]).
-
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+//! `routes.rs`), so a redirect costs one atomic increment, not a label lookup.
+//!
+//! This module depends on nothing else in the crate: health and routes
+//! report into it, never the other way round.
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::{Atomic, Counter};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-
-use crate::health::State;
 
 /// Labels of per-room counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -63,46 +60,9 @@ struct BuildLabels {
     version: &'static str,
 }
 
-/// The counter of redirects: one per room and server, incremented on every
-/// redirect by every HTTP worker.
-pub type RedirectCounter = Counter<u64, Striped>;
-
-/// Stripes of a [`Striped`] counter; threads beyond share them.
-const STRIPES: usize = 8;
-
-/// A counter value split into per-thread stripes, one cache line each, summed
-/// when read. With one shared word, two workers that redirect at full speed
-/// would pass its cache line back and forth on every request.
-#[derive(Debug, Default)]
-pub struct Striped([Stripe; STRIPES]);
-
-/// One cache line.
-#[derive(Debug, Default)]
-#[repr(align(64))]
-struct Stripe(AtomicU64);
-
-/// Source of the threads' stripe numbers.
-static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    /// This thread's stripe.
-    static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
-}
-
-impl Atomic<u64> for Striped {
-    fn inc(&self) -> u64 {
-        self.inc_by(1)
-    }
-
-    fn inc_by(&self, v: u64) -> u64 {
-        let i = STRIPE.try_with(|i| *i).unwrap_or(0);
-        self.0[i].0.fetch_add(v, Ordering::Relaxed)
-    }
-
-    fn get(&self) -> u64 {
-        self.0.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
-    }
-}
+/// The counter of redirects: one per room and server, resolved when the
+/// routes are compiled.
+pub type RedirectCounter = Counter;
 
 /// Every metric of the process, registered once at start.
 pub struct Metrics {
@@ -201,12 +161,13 @@ impl Metrics {
         }
     }
 
-    /// Marks `state` as the current state of `server`.
-    pub fn set_state(&self, server: &str, state: State) {
-        for s in [State::Unknown, State::Up, State::Down] {
+    /// Marks `state` as the current state of `server`, and every other of
+    /// `states` as not current.
+    pub fn set_state(&self, server: &str, states: &[&'static str], state: &str) {
+        for &s in states {
             let labels = StateLabels {
                 server: server.to_owned(),
-                state: s.as_str(),
+                state: s,
             };
             self.server_state
                 .get_or_create(&labels)
@@ -232,28 +193,5 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Threads add into their own stripes (more threads than stripes, so
-    /// some share), and a read sees the sum.
-    #[test]
-    fn striped_counter_sums_every_thread() {
-        let counter = RedirectCounter::default();
-        std::thread::scope(|s| {
-            for _ in 0..STRIPES + 3 {
-                s.spawn(|| {
-                    for _ in 0..1000 {
-                        counter.inc();
-                    }
-                });
-            }
-        });
-        counter.inc_by(5);
-        assert_eq!(counter.get(), (STRIPES as u64 + 3) * 1000 + 5);
     }
 }

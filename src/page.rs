@@ -22,7 +22,7 @@ use crate::config::{Config, Site};
 use crate::forwarded::{self, Peer};
 use crate::health::history::WINDOW;
 use crate::health::State;
-use crate::status::Status;
+use crate::status::{Status, Time};
 
 /// The stylesheet of every page.
 pub const STYLE: &str = include_str!("../templates/style.css");
@@ -207,8 +207,8 @@ impl<'a> IndexPage<'a> {
                 label: s.label,
                 url: s.url,
                 state: s.state.as_str(),
-                since: s.since.as_deref().map(|t| stamp(t, now)),
-                last_check: s.last_check.as_deref().map(|t| stamp(t, now)),
+                since: s.since.map(|t| stamp(t, now)),
+                last_check: s.last_check.map(|t| stamp(t, now)),
                 latency_ms: s.latency_ms,
                 error: s.error,
                 availability: match s.uptime.availability_percent {
@@ -232,22 +232,23 @@ impl<'a> IndexPage<'a> {
             servers,
             down,
             all_up,
-            generated: status.generated.clone(),
+            generated: rfc3339(status.generated),
             style: STYLE,
             script: SCRIPT,
         }
     }
 }
 
-fn stamp(iso: &str, now: SystemTime) -> Stamp {
-    let ago = humantime::parse_rfc3339(iso)
-        .ok()
-        .map(|t| ago(now.duration_since(t).unwrap_or_default()))
-        .unwrap_or_default();
+fn stamp(t: Time, now: SystemTime) -> Stamp {
     Stamp {
-        iso: iso.to_owned(),
-        ago,
+        iso: rfc3339(t),
+        ago: ago(now.duration_since(t.0).unwrap_or_default()),
     }
+}
+
+/// A time as RFC 3339 in UTC, to the second, as `/status.json` has it.
+fn rfc3339(t: Time) -> String {
+    humantime::format_rfc3339_seconds(t.0).to_string()
 }
 
 /// `12 s ago`, `5 min ago`, `3 h ago`, `2 d ago`; the script uses the same.
@@ -269,15 +270,14 @@ fn span(d: Duration) -> String {
 /// The rectangles of the 24-hour bar: x runs from 24 hours ago (0) to now.
 fn bar(segments: &[crate::status::UptimeSegment], now: SystemTime) -> Vec<BarRect> {
     let start = now.checked_sub(WINDOW).unwrap_or(SystemTime::UNIX_EPOCH);
-    let pos = |iso: &str| {
-        let t = humantime::parse_rfc3339(iso).unwrap_or(now);
-        let offset = t.duration_since(start).unwrap_or_default().as_secs_f64();
+    let pos = |t: Time| {
+        let offset = t.0.duration_since(start).unwrap_or_default().as_secs_f64();
         (offset / WINDOW.as_secs_f64() * BAR_WIDTH).clamp(0.0, BAR_WIDTH)
     };
     segments
         .iter()
         .map(|s| {
-            let (from, to) = (pos(&s.from), pos(&s.to));
+            let (from, to) = (pos(s.from), pos(s.to));
             BarRect {
                 x: format!("{from:.1}"),
                 // At least a sliver, so that a short outage stays visible.
@@ -390,8 +390,7 @@ mod tests {
     fn the_bar_maps_the_last_24_hours_onto_its_width() {
         use crate::status::UptimeSegment;
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
-        let at =
-            |hours_ago: u64| crate::status::rfc3339(now - Duration::from_secs(hours_ago * 3600));
+        let at = |hours_ago: u64| Time(now - Duration::from_secs(hours_ago * 3600));
         let segments = [
             UptimeSegment {
                 state: State::Up,

@@ -6,8 +6,7 @@
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue};
+use http::HeaderValue;
 
 use crate::config::{Config, WhenAllDown, MAX_NAME_LEN, RESERVED_NAMES};
 use crate::metrics::{Metrics, RedirectCounter, RoomLabels};
@@ -52,12 +51,16 @@ pub struct RouteTarget {
     pub url: String,
     /// `url` as a header value, shared rather than copied per request.
     pub location: HeaderValue,
-    /// The HTML body of the redirect, for clients that do not follow it.
-    pub body: Bytes,
-    /// Every header of the redirect, `location` included.
-    pub head: HeaderMap,
     /// Redirects to this room on this server.
     pub redirects: RedirectCounter,
+}
+
+impl RouteRoom {
+    /// The room's servers (indices into the config's servers), in
+    /// preference order.
+    pub fn servers(&self) -> impl Iterator<Item = usize> + Clone + '_ {
+        self.targets.iter().map(|t| t.server)
+    }
 }
 
 /// A server for unlisted rooms.
@@ -104,9 +107,7 @@ impl Routes {
                         RouteTarget {
                             server: t.server,
                             room: t.room.clone(),
-                            head: crate::http::redirect_head(location.clone()),
                             location,
-                            body: Bytes::from(crate::http::redirect_body(&url)),
                             url,
                             redirects: metrics
                                 .redirects

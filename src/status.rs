@@ -4,12 +4,24 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
+use tokio::time::Instant;
 
-use crate::decision::Choice;
-use crate::gateway::{Gateway, Snapshot};
+use crate::decision::{self, Choice};
+use crate::gateway::Snapshot;
 use crate::health::history::{Summary, WINDOW};
 use crate::health::{Health, State};
+
+/// A moment, serialized as RFC 3339 in UTC to the second; the page reads
+/// the time itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Time(pub SystemTime);
+
+impl Serialize for Time {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_rfc3339_seconds(self.0))
+    }
+}
 
 /// The JSON of `/status.json`.
 #[derive(Serialize)]
@@ -17,7 +29,7 @@ pub struct Status<'a> {
     /// Whether every server has a first result.
     pub ready: bool,
     /// When this status was put together.
-    pub generated: String,
+    pub generated: Time,
     /// Every server, in config order.
     pub servers: Vec<ServerStatus<'a>>,
     /// Every listed room, in config order.
@@ -36,9 +48,9 @@ pub struct ServerStatus<'a> {
     /// Routing state now.
     pub state: State,
     /// When the state last changed.
-    pub since: Option<String>,
+    pub since: Option<Time>,
     /// When the last probe finished.
-    pub last_check: Option<String>,
+    pub last_check: Option<Time>,
     /// How long the last probe took, if it succeeded.
     pub latency_ms: Option<u64>,
     /// Why the last probe failed, if it did.
@@ -54,7 +66,7 @@ pub struct Uptime {
     pub window_s: u64,
     /// Where the window starts: 24 hours ago, or when the gateway started
     /// watching the server, if that is later.
-    pub from: String,
+    pub from: Time,
     /// Seconds of the window the server was up.
     pub up_s: u64,
     /// Seconds of the window the state was known (up or down).
@@ -72,9 +84,9 @@ pub struct UptimeSegment {
     /// `up`, `down` or `unknown`.
     pub state: State,
     /// Start of the stretch.
-    pub from: String,
+    pub from: Time,
     /// End of the stretch.
-    pub to: String,
+    pub to: Time,
 }
 
 /// One room in `/status.json`.
@@ -100,35 +112,32 @@ pub struct RoomStatus<'a> {
     pub server_index: Option<usize>,
 }
 
-/// The latest health of every server of the snapshot, in order.
-pub async fn healths(gw: &Gateway, snap: &Snapshot) -> Vec<Option<Arc<Health>>> {
-    let mut out = Vec::with_capacity(snap.servers.len());
-    for handle in &snap.servers {
-        out.push(gw.monitor().health(handle).await);
-    }
-    out
-}
-
-/// Resolves every room and server of the snapshot.
-pub async fn status<'a>(
-    gw: &Gateway,
-    snap: &'a Snapshot,
-    healths: &'a [Option<Arc<Health>>],
-) -> Status<'a> {
+/// Resolves every room and server of the snapshot from `health`, each
+/// server's latest result read once (see `Snapshot::health`), so that the
+/// servers' states and the rooms' targets describe the same moment.
+pub fn status<'a>(snap: &'a Snapshot, health: &'a [Option<Arc<Health>>]) -> Status<'a> {
     let now = SystemTime::now();
+    let instant = Instant::now();
+    let state = |i: usize| {
+        health
+            .get(i)
+            .and_then(Option::as_ref)
+            .map_or(State::Unknown, |h| h.state_at(instant))
+    };
     let servers = snap
         .config
         .servers
         .iter()
-        .zip(healths)
+        .zip(health)
         .zip(&snap.servers)
-        .map(|((server, health), handle)| ServerStatus {
+        .enumerate()
+        .map(|(i, ((server, health), handle))| ServerStatus {
             name: &server.name,
             label: &server.label,
             url: &server.url,
-            state: health.as_ref().map_or(State::Unknown, |h| h.state),
-            since: health.as_ref().map(|h| rfc3339(h.since)),
-            last_check: health.as_ref().map(|h| rfc3339(h.last_check)),
+            state: state(i),
+            since: health.as_ref().map(|h| Time(h.since)),
+            last_check: health.as_ref().map(|h| Time(h.last_check)),
             latency_ms: health
                 .as_ref()
                 .and_then(|h| h.latency)
@@ -137,35 +146,35 @@ pub async fn status<'a>(
             uptime: uptime(&handle.history.summary(now, WINDOW)),
         })
         .collect();
-    let mut rooms = Vec::with_capacity(snap.routes.rooms.len());
-    // One cold-start bound for the whole page, not one per room.
-    let deadline = tokio::time::Instant::now() + crate::gateway::COLD_START_WAIT;
-    for room in &snap.routes.rooms {
-        let choice = gw
-            .choose_by(snap, room.targets.iter().map(|t| t.server), deadline)
-            .await;
-        let (target, server, fallback) = match choice {
-            Choice::Target(i) => {
-                let t = &room.targets[i];
-                (Some(t.url.as_str()), Some(t.server), i > 0)
+    let rooms = snap
+        .routes
+        .rooms
+        .iter()
+        .map(|room| {
+            let choice = decision::choose(room.servers().map(state), snap.routes.when_all_down);
+            let (target, server, fallback) = match choice {
+                Choice::Target(i) => {
+                    let t = &room.targets[i];
+                    (Some(t.url.as_str()), Some(t.server), i > 0)
+                }
+                Choice::AllDownPage => (None, None, false),
+            };
+            let server_config = server.map(|i| &snap.config.servers[i]);
+            RoomStatus {
+                name: &room.name,
+                aliases: &room.aliases,
+                description: room.description.as_deref(),
+                target,
+                server: server_config.map(|s| s.name.as_str()),
+                fallback,
+                server_label: server_config.map(|s| s.label.as_str()),
+                server_index: server,
             }
-            Choice::AllDownPage => (None, None, false),
-        };
-        let server_config = server.map(|i| &snap.config.servers[i]);
-        rooms.push(RoomStatus {
-            name: &room.name,
-            aliases: &room.aliases,
-            description: room.description.as_deref(),
-            target,
-            server: server_config.map(|s| s.name.as_str()),
-            fallback,
-            server_label: server_config.map(|s| s.label.as_str()),
-            server_index: server,
-        });
-    }
+        })
+        .collect();
     Status {
-        ready: gw.is_ready(),
-        generated: rfc3339(now),
+        ready: health.iter().all(Option::is_some),
+        generated: Time(now),
         servers,
         rooms,
     }
@@ -174,7 +183,7 @@ pub async fn status<'a>(
 fn uptime(summary: &Summary) -> Uptime {
     Uptime {
         window_s: WINDOW.as_secs(),
-        from: rfc3339(summary.from),
+        from: Time(summary.from),
         up_s: summary.up.as_secs(),
         known_s: summary.known.as_secs(),
         availability_percent: summary
@@ -185,14 +194,9 @@ fn uptime(summary: &Summary) -> Uptime {
             .iter()
             .map(|s| UptimeSegment {
                 state: s.state,
-                from: rfc3339(s.from),
-                to: rfc3339(s.to),
+                from: Time(s.from),
+                to: Time(s.to),
             })
             .collect(),
     }
-}
-
-/// A time as RFC 3339 in UTC, to the second.
-pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
 }

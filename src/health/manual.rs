@@ -1,43 +1,35 @@
 //! Health set by hand, for tests and fuzz targets that need a server in a
-//! given state at once, without waiting for probes to get it there. Both
-//! places a probe result goes are written: the lock-free route word that
-//! redirects read and the cache behind the status pages.
+//! given state at once, without waiting for probes to get it there. It is
+//! published where probe results go, so redirects and status pages see it.
 //!
 //! Not part of the service: nothing in roomgate calls it. In production the
 //! prober stays the only writer of a server's health.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::{Health, Monitor, ServerHandle, State};
+use tokio::time::Instant;
+
+use super::{Health, ServerHandle, State};
 
 /// How long a hand-set result is trusted: long enough for any test.
 const MANUAL_TTL: Duration = Duration::from_secs(3600);
 
-impl Monitor {
-    /// Publishes `state` for `handle` as if probes had led to it; `Unknown`
-    /// removes the result. The server's prober keeps running and overwrites
-    /// this with its next result, so callers give the server a long
-    /// `interval`. For tests and fuzzing only.
+impl ServerHandle {
+    /// Publishes `state` as if probes had led to it; `Unknown` removes the
+    /// result. The server's prober keeps running and overwrites this with
+    /// its next result, so callers give the server a long `interval`. For
+    /// tests and fuzzing only.
     #[doc(hidden)]
-    pub async fn set_state_by_hand(&self, handle: &ServerHandle, state: State) {
-        // What redirects read (no result reads as unknown)...
-        handle.route.publish(state, MANUAL_TTL);
-        // ...and what the status pages read.
-        if state == State::Unknown {
-            self.cache.invalidate(&handle.id).await;
-            return;
-        }
+    pub fn set_state_by_hand(&self, state: State) {
         let now = SystemTime::now();
-        let health = Health {
+        self.publish((state != State::Unknown).then(|| Health {
             state,
             since: now,
             last_check: now,
             latency: None,
             error: (state == State::Down).then(|| "set by hand".to_owned()),
-            ttl: MANUAL_TTL,
-        };
-        self.cache.insert(handle.id, Arc::new(health)).await;
+            expires: Instant::now() + MANUAL_TTL,
+        }));
     }
 }
 
@@ -49,7 +41,9 @@ mod tests {
     use crate::config::Config;
     use crate::decision::Choice;
     use crate::gateway::{ConfigSource, Gateway};
-    use crate::health::State;
+    use crate::health::{Health, State};
+    use std::time::SystemTime;
+    use tokio::time::Instant;
 
     /// The fuzz target relies on this: what is set by hand is what requests
     /// are routed by.
@@ -79,15 +73,32 @@ rooms:
             (State::Unknown, State::Up, Choice::Target(1)),
             (State::Down, State::Down, Choice::Target(0)),
         ] {
-            gw.monitor().set_state_by_hand(a, sa).await;
-            gw.monitor().set_state_by_hand(b, sb).await;
-            assert_eq!(
-                gw.choose(&snap, [0, 1].into_iter()).await,
-                want,
-                "{sa:?} {sb:?}"
-            );
-            let status = gw.monitor().state(a).await;
-            assert_eq!(status, sa, "the status pages see it too");
+            a.set_state_by_hand(sa);
+            b.set_state_by_hand(sb);
+            let room = &snap.routes.rooms[0];
+            assert_eq!(snap.choose(room.servers()).await, want, "{sa:?} {sb:?}");
+            let health = a.health().map_or(State::Unknown, |h| h.state);
+            assert_eq!(health, sa, "the status pages see it too");
         }
+    }
+
+    /// A result past its expiry reads as unknown, never as its state: a
+    /// prober that stopped publishing cannot keep a server "up".
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_result_reads_as_unknown() {
+        let now = Instant::now();
+        let health = Health {
+            state: State::Up,
+            since: SystemTime::now(),
+            last_check: SystemTime::now(),
+            latency: None,
+            error: None,
+            expires: now + Duration::from_secs(90),
+        };
+        assert_eq!(health.state_at(now), State::Up);
+        tokio::time::advance(Duration::from_secs(89)).await;
+        assert_eq!(health.state_at(Instant::now()), State::Up);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(health.state_at(Instant::now()), State::Unknown);
     }
 }

@@ -1,5 +1,6 @@
-//! Server health: the up/down state machine, the probes, and the monitor that
-//! runs one prober per server and shares its results through a cache.
+//! Server health: the up/down state machine, the probes, and the prober task
+//! per server that publishes each result in the one place every reader
+//! looks.
 //!
 //! Health is per server, not per room: every room on a server shares it.
 
@@ -10,10 +11,12 @@ mod probe;
 mod resolve;
 
 pub use history::History;
-pub use monitor::{Monitor, ServerHandle};
+pub use monitor::ServerHandle;
 pub use probe::{Probe, ProbeError, ServerProbe};
 
 use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use serde::Serialize;
 
@@ -30,6 +33,9 @@ pub enum State {
 }
 
 impl State {
+    /// Every state's name, for metrics that show one of them as current.
+    pub const NAMES: [&'static str; 3] = ["unknown", "up", "down"];
+
     /// The lowercase name used in logs, JSON and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -54,8 +60,21 @@ pub struct Health {
     pub latency: Option<Duration>,
     /// Why the probe failed; `None` when it succeeded.
     pub error: Option<String>,
-    /// How long this result may be trusted; past it the server is unknown.
-    pub ttl: Duration,
+    /// Until when this result may be trusted; from then on the server is
+    /// unknown, so a stuck prober can never keep a server "up".
+    pub expires: Instant,
+}
+
+impl Health {
+    /// The state to route by at `now`: this result's, or unknown once it
+    /// has expired.
+    pub fn state_at(&self, now: Instant) -> State {
+        if now < self.expires {
+            self.state
+        } else {
+            State::Unknown
+        }
+    }
 }
 
 /// The up/down hysteresis of one server, as a pure state machine.

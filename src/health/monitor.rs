@@ -1,27 +1,20 @@
-//! The monitor: one prober task per server, its results shared through a
-//! moka cache.
+//! One prober task per server, and the one place its results are published.
 //!
 //! The prober is the only writer of a server's health, so probes never
-//! multiply with traffic: there is at most one probe per server in flight,
-//! however many requests arrive. Readers never wait for a probe; they read the
-//! last result from the cache, whose per-entry time to live makes a result
-//! that is too old read as "unknown", never as "up".
-//!
-//! The redirect path reads the same result through [`ServerHandle::route_state`]:
-//! with each cache entry the prober publishes its state and expiry in one
-//! atomic word, so a request reads health without a lock, a hash or an
-//! allocation, and with the same time to live.
+//! multiply with traffic: at most one probe per server is in flight, however
+//! many requests arrive. It publishes each result in a `watch` slot; every
+//! reader (redirects, the status page, `/status.json`, `/readyz`) reads that
+//! slot, so they all see the same result. Readers never wait for a probe,
+//! except at cold start for the first one (bounded by the caller). A result
+//! carries its expiry, past which it reads as unknown, never as up.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant as StdInstant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use moka::future::Cache;
-use moka::Expiry;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Health, History, Probe, ServerProbe, State, Tracker};
+use super::{Health, History, Probe, ProbeError, ServerProbe, State, Tracker};
 use crate::config::{Check, Server};
 use crate::metrics::{Metrics, ProbeLabels, ServerLabels};
 
@@ -34,193 +27,87 @@ const PROBE_GRACE: Duration = Duration::from_millis(250);
 /// stuck prober cannot keep a server "up".
 const TTL_INTERVALS: u32 = 3;
 
-/// Starts probers and hands out their shared results.
-pub struct Monitor {
-    /// Latest health of each prober, keyed by prober id.
-    pub(super) cache: Cache<u64, Arc<Health>>,
-    /// Source of prober ids; a server whose settings change on reload gets a
-    /// new prober and id, so its old results can never be read for it.
-    next_id: AtomicU64,
-    /// Where probe outcomes are counted.
-    metrics: Arc<Metrics>,
-    /// What route-state expiries count from.
-    epoch: Instant,
-}
+/// A server's latest result: `None` until its first probe has ended.
+type Latest = watch::Sender<Option<Arc<Health>>>;
 
-/// A probed server: its settings, its readiness and its running prober.
-/// Dropping the last handle stops the prober.
+/// A probed server: its settings, its latest health, its history and its
+/// running prober. Dropping the last handle stops the prober.
 pub struct ServerHandle {
-    /// Key of this prober's results in the cache.
-    pub id: u64,
     /// The settings the prober runs with.
     pub server: Server,
-    /// The latest state and its expiry, for the redirect path.
-    pub(super) route: Arc<RouteWord>,
-    /// Turns true with the first probe result.
-    ready: watch::Receiver<bool>,
+    /// The latest result, written by the prober (and by hand in tests).
+    latest: Arc<Latest>,
     /// State changes for the status page; written by the prober.
     pub history: Arc<History>,
     /// The prober task, aborted on drop.
     _prober: AbortOnDrop,
 }
 
-/// A server's latest state and the moment it expires, in one atomic word:
-/// the low two bits are the state (0: no result yet), the rest is the expiry
-/// in milliseconds since the monitor's epoch. Written by the prober together
-/// with the cache entry; read by every request.
-pub(super) struct RouteWord {
-    /// The packed state and expiry.
-    word: AtomicU64,
-    /// Whether any result was published (readiness without the watch lock).
-    ready: AtomicBool,
-    /// What expiries count from (the monitor's start, on tokio's clock, so
-    /// that paused-clock tests see the time to live pass).
-    epoch: Instant,
-}
-
-impl RouteWord {
-    fn new(epoch: Instant) -> RouteWord {
-        RouteWord {
-            word: AtomicU64::new(0),
-            ready: AtomicBool::new(false),
-            epoch,
-        }
-    }
-
-    fn millis(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX >> 2)
-    }
-
-    pub(super) fn publish(&self, state: State, ttl: Duration) {
-        let tag = match state {
-            State::Unknown => 0,
-            State::Up => 1,
-            State::Down => 2,
-        };
-        let expires = self.millis(Instant::now() + ttl).min(u64::MAX >> 2);
-        self.word.store(expires << 2 | tag, Ordering::Release);
-        self.ready.store(true, Ordering::Release);
-    }
-
-    fn read(&self, now: Instant) -> State {
-        let word = self.word.load(Ordering::Acquire);
-        if word >> 2 <= self.millis(now) {
-            return State::Unknown;
-        }
-        match word & 3 {
-            1 => State::Up,
-            2 => State::Down,
-            _ => State::Unknown,
-        }
-    }
-}
-
-/// Per-entry expiry: each result carries its own time to live.
-struct TtlPerEntry;
-
-impl Expiry<u64, Arc<Health>> for TtlPerEntry {
-    fn expire_after_create(&self, _: &u64, value: &Arc<Health>, _: StdInstant) -> Option<Duration> {
-        Some(value.ttl)
-    }
-    fn expire_after_update(
-        &self,
-        _: &u64,
-        value: &Arc<Health>,
-        _: StdInstant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(value.ttl)
-    }
-}
-
-impl Monitor {
-    /// A monitor with no probers yet.
-    pub fn new(metrics: Arc<Metrics>) -> Monitor {
-        Monitor {
-            cache: Cache::builder()
-                .max_capacity(100_000)
-                .expire_after(TtlPerEntry)
-                .build(),
-            next_id: AtomicU64::new(1),
-            metrics,
-            epoch: Instant::now(),
-        }
-    }
-
+impl ServerHandle {
     /// Starts probing `server` with its configured check.
-    pub fn watch(&self, server: Server) -> Arc<ServerHandle> {
+    pub fn spawn(server: Server, metrics: Arc<Metrics>) -> Arc<ServerHandle> {
         let probe = ServerProbe::new(&server);
-        self.watch_with(server, probe)
+        ServerHandle::spawn_with(server, probe, metrics)
     }
 
     /// Starts probing `server` with `probe`; tests hand in scripted probes.
-    pub fn watch_with<P: Probe>(&self, server: Server, probe: P) -> Arc<ServerHandle> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (ready_tx, ready) = watch::channel(false);
-        let route = Arc::new(RouteWord::new(self.epoch));
-        self.metrics.set_state(&server.name, State::Unknown);
+    /// Must run inside a tokio runtime.
+    pub fn spawn_with<P: Probe>(
+        server: Server,
+        probe: P,
+        metrics: Arc<Metrics>,
+    ) -> Arc<ServerHandle> {
+        let latest = Arc::new(watch::Sender::new(None));
+        metrics.set_state(&server.name, &State::NAMES, State::Unknown.as_str());
         let history = Arc::new(History::new(SystemTime::now()));
         let prober = Prober {
-            history: history.clone(),
-            id,
             name: server.name.clone(),
             check: server.check.clone(),
             probe,
             tracker: Tracker::new(server.check.rise, server.check.fall),
             since: SystemTime::now(),
-            cache: self.cache.clone(),
-            route: route.clone(),
-            ready: ready_tx,
-            metrics: self.metrics.clone(),
+            latest: latest.clone(),
+            metrics,
+            history: history.clone(),
         };
-        let task = tokio::spawn(prober.run());
         Arc::new(ServerHandle {
-            id,
             server,
-            route,
-            ready,
+            latest,
             history,
-            _prober: AbortOnDrop(task),
+            _prober: AbortOnDrop(tokio::spawn(prober.run())),
         })
     }
 
-    /// The latest trusted result for `handle`, if there is one.
-    pub async fn health(&self, handle: &ServerHandle) -> Option<Arc<Health>> {
-        self.cache.get(&handle.id).await
+    /// The latest result, if the first probe has ended.
+    pub fn health(&self) -> Option<Arc<Health>> {
+        self.latest.borrow().clone()
     }
 
-    /// The state to route by: unknown when there is no trusted result.
-    pub async fn state(&self, handle: &ServerHandle) -> State {
-        self.health(handle)
-            .await
-            .map_or(State::Unknown, |h| h.state)
+    /// The state to route by at `now`: `None` before the first result;
+    /// unknown once the latest result has expired.
+    pub fn state(&self, now: Instant) -> Option<State> {
+        self.latest.borrow().as_ref().map(|h| h.state_at(now))
     }
-}
 
-impl ServerHandle {
-    /// Whether the first probe has finished.
+    /// Whether the first probe has ended.
     pub fn is_ready(&self) -> bool {
-        self.route.ready.load(Ordering::Acquire)
+        self.latest.borrow().is_some()
     }
 
-    /// The state to route by at `now`: the latest result's state, or unknown
-    /// when there is none or it is older than its time to live. Lock-free;
-    /// the same result and expiry as [`Monitor::state`].
-    pub fn route_state(&self, now: Instant) -> State {
-        self.route.read(now)
-    }
-
-    /// Waits until the first probe has finished, at most until `deadline`.
+    /// Waits until the first probe has ended, at most until `deadline`.
     pub async fn wait_ready(&self, deadline: Instant) {
-        let mut ready = self.ready.clone();
-        let _ = tokio::time::timeout_at(deadline, ready.wait_for(|r| *r)).await;
+        let mut latest = self.latest.subscribe();
+        let _ = tokio::time::timeout_at(deadline, latest.wait_for(Option::is_some)).await;
+    }
+
+    /// Publishes `health` as the latest result.
+    pub(super) fn publish(&self, health: Option<Health>) {
+        self.latest.send_replace(health.map(Arc::new));
     }
 }
 
 /// The loop that probes one server.
 struct Prober<P> {
-    /// Key of the results in the cache.
-    id: u64,
     /// Server name, for logs and metrics.
     name: String,
     /// Timings and thresholds.
@@ -232,11 +119,7 @@ struct Prober<P> {
     /// When the state last changed.
     since: SystemTime,
     /// Where results are published for every reader.
-    cache: Cache<u64, Arc<Health>>,
-    /// The same result's state and expiry, for the redirect path.
-    route: Arc<RouteWord>,
-    /// Turned true with the first result (readiness, cold-start waits).
-    ready: watch::Sender<bool>,
+    latest: Arc<Latest>,
     /// Probe counts and durations.
     metrics: Arc<Metrics>,
     /// Where state changes are kept for the status page.
@@ -252,12 +135,9 @@ impl<P: Probe> Prober<P> {
                     .await
                 {
                     Ok(outcome) => outcome,
-                    Err(_) => Err(super::ProbeError(
-                        "the probe did not end in time".to_owned(),
-                    )),
+                    Err(_) => Err(ProbeError("the probe did not end in time".to_owned())),
                 };
-            let took = started.elapsed();
-            self.record(outcome, took).await;
+            self.record(outcome, started.elapsed());
             // Once a change is under way, confirm or refute it quickly.
             let pause = if self.tracker.confirming() {
                 self.check.fast_interval
@@ -268,7 +148,7 @@ impl<P: Probe> Prober<P> {
         }
     }
 
-    async fn record(&mut self, outcome: Result<(), super::ProbeError>, took: Duration) {
+    fn record(&mut self, outcome: Result<(), ProbeError>, took: Duration) {
         let labels = ServerLabels {
             server: self.name.clone(),
         };
@@ -295,7 +175,8 @@ impl<P: Probe> Prober<P> {
         self.log(before, changed, &outcome, took);
         if let Some(state) = changed {
             self.since = now;
-            self.metrics.set_state(&self.name, state);
+            self.metrics
+                .set_state(&self.name, &State::NAMES, state.as_str());
             self.metrics.state_changes.get_or_create(&labels).inc();
             self.history.record(now, state);
         }
@@ -305,12 +186,9 @@ impl<P: Probe> Prober<P> {
             last_check: now,
             latency: outcome.is_ok().then_some(took),
             error: outcome.err().map(|e| e.0),
-            ttl: self.check.interval * TTL_INTERVALS + self.check.timeout,
+            expires: Instant::now() + self.check.interval * TTL_INTERVALS + self.check.timeout,
         };
-        let (state, ttl) = (health.state, health.ttl);
-        self.cache.insert(self.id, Arc::new(health)).await;
-        self.route.publish(state, ttl);
-        self.ready.send_replace(true);
+        self.latest.send_replace(Some(Arc::new(health)));
     }
 
     /// One line per state change with its reason; failed probes that start
@@ -319,7 +197,7 @@ impl<P: Probe> Prober<P> {
         &self,
         before: State,
         changed: Option<State>,
-        outcome: &Result<(), super::ProbeError>,
+        outcome: &Result<(), ProbeError>,
         took: Duration,
     ) {
         let name = &self.name;
@@ -368,7 +246,6 @@ impl Drop for AbortOnDrop {
 mod tests {
     use super::*;
     use crate::config::CheckKind;
-    use crate::health::ProbeError;
     use std::collections::VecDeque;
     use std::sync::Mutex;
 
@@ -419,7 +296,6 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn probes_fast_while_a_change_is_confirmed() {
-        let monitor = Monitor::new(Arc::new(Metrics::new()));
         let probe = Scripted::default();
         // up, then a failure streak that turns it down, then recovery.
         probe
@@ -428,10 +304,10 @@ mod tests {
             .unwrap()
             .extend([true, false, false, false, true, true, true]);
         let start = Instant::now();
-        let handle = monitor.watch_with(server(), probe.clone());
+        let handle = ServerHandle::spawn_with(server(), probe.clone(), Arc::new(Metrics::new()));
         settle().await;
         assert!(handle.is_ready());
-        assert_eq!(monitor.state(&handle).await, State::Up);
+        assert_eq!(handle.state(Instant::now()).unwrap(), State::Up);
 
         let mut states = vec![];
         for _ in 0..6 {
@@ -441,7 +317,7 @@ mod tests {
                 tokio::time::advance(Duration::from_millis(500)).await;
                 settle().await;
             }
-            states.push(monitor.state(&handle).await);
+            states.push(handle.state(Instant::now()).unwrap());
         }
         let offsets: Vec<u64> = probe
             .calls
@@ -465,23 +341,21 @@ mod tests {
                 std::future::pending().await
             }
         }
-        let monitor = Monitor::new(Arc::new(Metrics::new()));
-        let handle = monitor.watch_with(server(), Hangs);
+        let handle = ServerHandle::spawn_with(server(), Hangs, Arc::new(Metrics::new()));
         settle().await;
         assert!(!handle.is_ready());
         tokio::time::advance(Duration::from_secs(3) + PROBE_GRACE).await;
         settle().await;
         assert!(handle.is_ready());
-        let health = monitor.health(&handle).await.expect("a result");
+        let health = handle.health().expect("a result");
         assert_eq!(health.state, State::Down);
         assert!(health.error.as_deref().unwrap().contains("did not end"));
     }
 
     #[tokio::test(start_paused = true)]
     async fn dropping_the_handle_stops_the_prober() {
-        let monitor = Monitor::new(Arc::new(Metrics::new()));
         let probe = Scripted::default();
-        let handle = monitor.watch_with(server(), probe.clone());
+        let handle = ServerHandle::spawn_with(server(), probe.clone(), Arc::new(Metrics::new()));
         settle().await;
         drop(handle);
         tokio::time::advance(Duration::from_secs(300)).await;

@@ -1,7 +1,6 @@
 //! The command line of the real binary: `check`, `probe`, and how `serve`
 //! finds its config and its listen address.
 
-
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};

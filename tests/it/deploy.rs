@@ -4,7 +4,6 @@
 //! against the real binary. The nginx files are tested in `tests/nginx.rs`;
 //! the last test here makes sure no file in `deploy/` goes untested.
 
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

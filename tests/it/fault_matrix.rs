@@ -8,7 +8,6 @@
 //! settings); faults that are there from the start are tested from the
 //! first probe, which decides directly.
 
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -1,15 +1,14 @@
 //! The real binary's life: reloads on SIGHUP, graceful stops on SIGTERM and
 //! SIGINT, and listening on a unix socket.
 
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use crate::support::*;
 
 /// Bound on a clean exit after SIGTERM/SIGINT once nothing is in flight.
 const EXIT_BOUND: Duration = Duration::from_secs(5);

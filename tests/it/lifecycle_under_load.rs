@@ -2,7 +2,6 @@
 //! 100 ms for 10 s fails no request, and at SIGTERM every connection that
 //! roomgate accepted gets its answer.
 
-
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

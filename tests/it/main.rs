@@ -16,6 +16,6 @@ mod lifecycle_under_load;
 mod load;
 mod nginx;
 mod open_redirect;
+mod server_core;
 mod standin_selftest;
 mod status_extras;
-mod workers;

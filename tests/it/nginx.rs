@@ -14,7 +14,6 @@
 //! but not the 127.0.0.1 / ::1 that the `allow` rules name). nginx sees it
 //! as `$remote_addr = 127.0.0.2`, exactly as it would see a remote address.
 
-
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -23,7 +23,7 @@ pub struct Gate {
     /// Directory holding routes.yaml (and whatever the test wrote beside it).
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Gate {
@@ -44,7 +44,8 @@ impl Gate {
         let base = listener.describe();
         let gw = Gateway::start(config, ConfigSource::File(path));
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(gw.clone(), listener, async {
+        let max = roomgate::server::MAX_CONNECTIONS;
+        let task = tokio::spawn(serve(gw.clone(), listener, max, async {
             let _ = stopped.await;
         }));
         Gate {

@@ -1,0 +1,309 @@
+//! One connection: served by hyper on a task of its own, with the header
+//! read and write timeouts, and finished politely at shutdown.
+
+use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::listen::Accepted;
+use crate::forwarded::Peer;
+use crate::gateway::Gateway;
+use crate::http;
+
+/// A client must send its complete request head within this time, on a new
+/// connection and between requests on a kept-alive one (slowloris guard).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client must take each answer within this time: a write that makes no
+/// progress for this long closes the connection. Without it, a client that
+/// sends requests and never reads the answers would hold its connection
+/// (and a place under the cap) forever.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most header lines a request may have; browsers send about twenty.
+pub const MAX_HEADERS: usize = 64;
+
+/// Read buffer per connection, which bounds the request head. hyper answers
+/// 431 to heads that do not fit.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// At shutdown, how long a connection that was accepted but has not yet
+/// delivered its first request gets to do so. Its client sent the request
+/// right after connecting (it is likely in our socket buffer already);
+/// closing such a connection unanswered would fail a request we accepted.
+/// Short, because browsers also open connections they never use.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
+/// Bound on writing the 503 to a connection over the cap.
+const REJECT_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What every connection shares.
+pub(super) struct Server {
+    /// The rooms, health and metrics.
+    gw: Arc<Gateway>,
+    /// hyper's HTTP/1 settings: timeouts and limits.
+    builder: http1::Builder,
+    /// One permit per open connection: the connection cap.
+    pub(super) slots: Arc<Semaphore>,
+}
+
+impl Server {
+    pub(super) fn new(gw: Arc<Gateway>, max_connections: usize) -> Server {
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_headers(MAX_HEADERS)
+            .max_buf_size(MAX_HEAD_BYTES)
+            .keep_alive(true);
+        Server {
+            gw,
+            builder,
+            slots: Arc::new(Semaphore::new(max_connections)),
+        }
+    }
+
+    /// Serves one connection until it ends; at `stop`, finishes the request
+    /// in flight (or waits briefly for a first one) and closes.
+    pub(super) async fn serve(
+        self: Arc<Self>,
+        stream: Accepted,
+        peer: Peer,
+        permit: OwnedSemaphorePermit,
+        stop: CancellationToken,
+    ) {
+        let served = async {
+            let ended = match stream {
+                Accepted::Tcp(s) => self.connection(WriteTimeout::new(s), peer, &stop).await,
+                Accepted::Unix(s) => self.connection(WriteTimeout::new(s), peer, &stop).await,
+            };
+            if let Err(e) = ended {
+                tracing::debug!("connection ended: {e}");
+            }
+        };
+        let open = &self.gw.metrics.open_connections;
+        open.inc();
+        // The span names the peer in debug lines; without them, no span.
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            served.instrument(tracing::debug_span!("conn", %peer)).await;
+        } else {
+            served.await;
+        }
+        open.dec();
+        drop(permit);
+    }
+
+    async fn connection<IO>(
+        &self,
+        io: IO,
+        peer: Peer,
+        stop: &CancellationToken,
+    ) -> Result<(), hyper::Error>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let had_request = Arc::new(AtomicBool::new(false));
+        let seen = had_request.clone();
+        let gw = self.gw.clone();
+        let service = service_fn(move |req| {
+            seen.store(true, Ordering::Relaxed);
+            let gw = gw.clone();
+            async move { Ok::<_, Infallible>(http::handle(&gw, &peer, req).await) }
+        });
+        let conn = self.builder.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        tokio::select! {
+            ended = conn.as_mut() => ended,
+            () = stop.cancelled() => {
+                first_request(&had_request).await;
+                // Finishes a request in flight (answered with
+                // `Connection: close`), closes an idle connection.
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        }
+    }
+}
+
+/// Once shutdown has begun: completes at once if the connection has had a
+/// request, else after its first one or [`FIRST_REQUEST_GRACE`].
+async fn first_request(had_request: &AtomicBool) {
+    let deadline = tokio::time::Instant::now() + FIRST_REQUEST_GRACE;
+    while !had_request.load(Ordering::Relaxed) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Answers a connection over the cap with a 503, then closes it.
+pub(super) async fn reject(stream: Accepted, peer: Peer, cap: usize) {
+    tracing::warn!("connection cap of {cap} reached; answering 503 to {peer}");
+    let answer = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+        Content-Length: 20\r\nRetry-After: 1\r\nConnection: close\r\n\r\ntoo many connections";
+    let write = async {
+        match stream {
+            Accepted::Tcp(mut s) => {
+                s.write_all(answer).await?;
+                s.shutdown().await
+            }
+            Accepted::Unix(mut s) => {
+                s.write_all(answer).await?;
+                s.shutdown().await
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REJECT_WRITE_TIMEOUT, write).await;
+}
+
+/// A stream whose writes fail with `TimedOut` once one has made no progress
+/// for [`WRITE_TIMEOUT`]. hyper has a timer for reading heads but none for
+/// writing answers; this is that timer. The clock only runs while a write
+/// waits, so a connection that is writing fine costs nothing extra.
+struct WriteTimeout<IO> {
+    io: IO,
+    /// Armed when a write first has to wait; reset when one succeeds.
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<IO> WriteTimeout<IO> {
+    fn new(io: IO) -> Self {
+        WriteTimeout { io, deadline: None }
+    }
+
+    /// After a write that could not go on: `Pending`, or an error once the
+    /// client has read nothing for [`WRITE_TIMEOUT`].
+    fn waiting<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_TIMEOUT)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took no data for the write timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn progressed<T>(
+        &mut self,
+        result: Poll<io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<T>> {
+        match result {
+            Poll::Pending => self.waiting(cx),
+            ready => {
+                self.deadline = None;
+                ready
+            }
+        }
+    }
+}
+
+use std::future::Future as _;
+
+impl<IO: AsyncRead + Unpin> AsyncRead for WriteTimeout<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let result = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.progressed(result, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let result = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.progressed(result, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let result = Pin::new(&mut this.io).poll_flush(cx);
+        this.progressed(result, cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let result = Pin::new(&mut this.io).poll_shutdown(cx);
+        this.progressed(result, cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A peer that never reads: once the pipe is full, the write waits, and
+    /// after the write timeout (paused clock) it fails instead of waiting
+    /// forever.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_nobody_reads_times_out() {
+        let (ours, _theirs) = tokio::io::duplex(1024);
+        let mut stream = WriteTimeout::new(ours);
+        let chunk = [0u8; 4096];
+        let write = async {
+            loop {
+                stream.write_all(&chunk).await?;
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), io::Error>(())
+        };
+        let started = tokio::time::Instant::now();
+        let err = write.await.expect_err("the write must fail");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), WRITE_TIMEOUT);
+    }
+
+    /// A peer that reads slowly but steadily is never cut off: the clock
+    /// starts again with every write that goes through.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_reader_that_keeps_reading_is_served() {
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            let mut total = 0;
+            while total < 64 * 1024 {
+                tokio::time::sleep(WRITE_TIMEOUT / 2).await;
+                total += theirs.read(&mut buf).await.unwrap();
+            }
+            total
+        });
+        let mut stream = WriteTimeout::new(ours);
+        stream.write_all(&[1u8; 64 * 1024]).await.expect("served");
+        assert!(reader.await.unwrap() >= 64 * 1024);
+    }
+}
