@@ -173,7 +173,7 @@ fuzz_target!(|data: &[u8]| {
     check(location.as_bytes());
 });
 
-/// The Location rule of DESIGN.md ("Security").
+/// The Location rule of the README's "Security" section.
 fn check(location: &[u8]) {
     assert!(
         !location.iter().any(|b| matches!(b, b'\r' | b'\n' | 0)),

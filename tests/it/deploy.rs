@@ -379,7 +379,8 @@ async fn deployment_command_line_serves_its_probes() {
 }
 
 /// Every file in deploy/ is named by a test (this file or tests/nginx.rs),
-/// so nothing ships untested.
+/// so nothing ships untested, and described in deploy/README.md, so nothing
+/// ships unexplained.
 #[test]
 fn every_deploy_file_is_exercised() {
     let tests = [include_str!("nginx.rs"), include_str!("deploy.rs")].concat();
@@ -397,8 +398,16 @@ fn every_deploy_file_is_exercised() {
         }
     }
     assert!(files.len() >= 8, "{files:?}");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("deploy/README.md");
     for file in files {
         let name = file.strip_prefix(&root).unwrap().display().to_string();
+        if name == "README.md" {
+            continue;
+        }
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "deploy/README.md does not describe deploy/{name}"
+        );
         assert!(
             tests.contains(&format!("\"{name}\"")),
             "deploy/{name} is not used by any test"

@@ -1,7 +1,7 @@
 //! The fault matrix: one test per way a Jitsi server (or the config file)
 //! misbehaves, each against a local stand-in, each asserting the decision
-//! that the README's "Reliability" table promises. Rows are numbered as in
-//! that table.
+//! that the fault matrix in docs/reliability.md promises. Rows are numbered
+//! as in that table.
 //!
 //! Faults that can come and go are tested both ways (healthy -> fault ->
 //! healthy, with the failover and recovery times bounded by the check

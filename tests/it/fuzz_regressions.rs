@@ -1,6 +1,6 @@
 //! Inputs that made a fuzz target fail (fuzz/regressions/<target>/), kept
-//! as tests of the invariant they broke. See fuzz/run.sh and the README's
-//! "Reliability" section.
+//! as tests of the invariant they broke. See fuzz/run.sh and the section
+//! "Hostile input" of docs/reliability.md.
 
 use std::path::{Path, PathBuf};
 

@@ -1,4 +1,4 @@
-//! The HTTP interface of DESIGN.md, behaviour by behaviour, against a real
+//! The HTTP interface of the README, behaviour by behaviour, against a real
 //! roomgate (in-process, real sockets) and local stand-in Jitsi servers.
 //!
 //! No fixed sleeps: state changes are awaited by polling `/status.json` (or

@@ -3,9 +3,9 @@
 //! connections. Requests must keep being answered, the process must not
 //! fall over, and its memory (VmHWM from /proc) must stay bounded.
 //!
-//! The figures are printed (`cargo test --test load -- --nocapture`) and
-//! quoted in the README; the asserted bounds are generous upper bounds for a
-//! busy 2-core machine, not targets.
+//! The figures are printed (`cargo test --test it -- load:: --nocapture`);
+//! docs/reliability.md describes what each test checks. The asserted bounds
+//! are generous upper bounds for a busy 2-core machine, not targets.
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Ceiling on the gateway's peak RSS in every test here. The figures
-/// measured are far below it (see the README); it catches a leak or a
+/// measured are far below it (the tests print them); it catches a leak or a
 /// buffer per connection that grows without bound.
 const RSS_BOUND_KB: u64 = 256 * 1024;
 

@@ -1,6 +1,6 @@
-//! The security rule of DESIGN.md: "A Location is always a configured server
-//! URL plus a validated room name: no byte of the request reaches scheme,
-//! host or port."
+//! The security rule of the README: "A Location is always a configured
+//! server URL plus a validated room name: no byte of the request reaches
+//! scheme, host or port."
 //!
 //! Two angles: a property test that feeds hostile request targets straight
 //! into `roomgate::http::handle` (no sockets, thousands of cases), and a list
