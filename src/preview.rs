@@ -5,15 +5,10 @@
 //! the room's name and description rather than a bare Jitsi page. Browsers
 //! still get the redirect.
 //!
-//! The check runs on the redirect path, so the matcher is compiled once when
-//! the config is loaded: one Aho-Corasick automaton over all patterns,
-//! ASCII case-insensitive, that scans the User-Agent bytes without
-//! allocating. Each HTTP worker also remembers its last User-Agent and the
-//! answer: a keep-alive connection sends the same one with every request.
+//! The check runs on the redirect path, so the matcher is compiled once,
+//! with the route table (see `routes.rs`).
 
-use std::cell::RefCell;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use serde::de::{Deserializer, SeqAccess, Visitor};
@@ -48,101 +43,59 @@ pub const DEFAULT_AGENTS: &[&str] = &[
     "Applebot",   // iMessage previews
 ];
 
-/// The compiled set of link-preview User-Agent patterns.
-#[derive(Clone)]
-pub struct PreviewAgents {
-    /// The patterns as configured, for display and comparison.
-    patterns: Vec<String>,
-    /// One automaton over all patterns; `None` when the list is empty.
-    matcher: Option<AhoCorasick>,
-    /// Tells this list from the lists of other config loads in [`LAST`].
-    id: u64,
-}
+/// Most patterns `preview_agents` may list, and longest pattern: bounds
+/// that keep the compiled matcher small (and its build infallible).
+pub const MAX_AGENTS: usize = 1000;
+/// See [`MAX_AGENTS`].
+pub const MAX_AGENT_LEN: usize = 256;
 
-/// Longest User-Agent [`LAST`] keeps; longer ones are scanned every time.
-const MEMO_MAX: usize = 256;
-
-/// Source of [`PreviewAgents::id`].
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-thread_local! {
-    /// This thread's last check: list id, User-Agent, answer.
-    static LAST: RefCell<(u64, Vec<u8>, bool)> = const { RefCell::new((0, Vec::new(), false)) };
-}
+/// The `preview_agents` list as configured: non-empty User-Agent substrings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviewAgents(Vec<String>);
 
 impl PreviewAgents {
-    /// Compiles `patterns`. Fails only if the automaton would be too large,
-    /// which no realistic list reaches.
-    pub fn new(patterns: Vec<String>) -> Result<PreviewAgents, String> {
-        let matcher = if patterns.is_empty() {
-            None
-        } else {
-            // Leftmost semantics let aho-corasick use its SIMD prefilter; for
-            // a yes/no answer the match kind makes no difference.
-            let ac = AhoCorasick::builder()
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::LeftmostFirst)
-                .build(&patterns)
-                .map_err(|e| format!("cannot compile the user agent list: {e}"))?;
-            Some(ac)
-        };
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        Ok(PreviewAgents {
-            patterns,
-            matcher,
-            id,
-        })
-    }
-
-    /// Whether `user_agent` belongs to a link-preview fetcher.
-    pub fn matches(&self, user_agent: &[u8]) -> bool {
-        let Some(ac) = &self.matcher else {
-            return false;
-        };
-        if user_agent.len() > MEMO_MAX {
-            return ac.is_match(user_agent);
-        }
-        LAST.with(|last| {
-            let Ok(mut last) = last.try_borrow_mut() else {
-                return ac.is_match(user_agent);
-            };
-            let (id, agent, answer) = &mut *last;
-            if *id != self.id || agent.as_slice() != user_agent {
-                *id = self.id;
-                agent.clear();
-                agent.extend_from_slice(user_agent);
-                *answer = ac.is_match(user_agent);
-            }
-            *answer
-        })
-    }
-
     /// The patterns as configured.
     pub fn patterns(&self) -> &[String] {
-        &self.patterns
+        &self.0
     }
 }
 
 impl Default for PreviewAgents {
     fn default() -> Self {
-        let patterns = DEFAULT_AGENTS.iter().map(|s| (*s).to_owned()).collect();
-        PreviewAgents::new(patterns).expect("the default list compiles")
+        PreviewAgents(DEFAULT_AGENTS.iter().map(|s| (*s).to_owned()).collect())
     }
 }
 
-impl PartialEq for PreviewAgents {
-    fn eq(&self, other: &Self) -> bool {
-        self.patterns == other.patterns
+/// The compiled matcher of a [`PreviewAgents`] list, built with the route
+/// table: one Aho-Corasick automaton over all patterns, ASCII
+/// case-insensitive, that scans the User-Agent bytes without allocating.
+pub struct Matcher(Option<AhoCorasick>);
+
+impl Matcher {
+    /// Compiles `agents`; an empty list matches nothing.
+    pub fn new(agents: &PreviewAgents) -> Matcher {
+        if agents.0.is_empty() {
+            return Matcher(None);
+        }
+        // Leftmost semantics let aho-corasick use its SIMD prefilter; for a
+        // yes/no answer the match kind makes no difference.
+        let built = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::LeftmostFirst)
+            .build(&agents.0);
+        match built {
+            Ok(ac) => Matcher(Some(ac)),
+            // Unreachable within MAX_AGENTS and MAX_AGENT_LEN.
+            Err(e) => {
+                tracing::error!("link previews off: cannot compile preview_agents ({e})");
+                Matcher(None)
+            }
+        }
     }
-}
 
-impl Eq for PreviewAgents {}
-
-impl fmt::Debug for PreviewAgents {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("PreviewAgents")
-            .field(&self.patterns)
-            .finish()
+    /// Whether `user_agent` belongs to a link-preview fetcher.
+    pub fn matches(&self, user_agent: &[u8]) -> bool {
+        self.0.as_ref().is_some_and(|ac| ac.is_match(user_agent))
     }
 }
 
@@ -164,9 +117,19 @@ impl<'de> Deserialize<'de> for PreviewAgents {
                             "an empty user agent pattern would match every client",
                         ));
                     }
+                    if pattern.len() > MAX_AGENT_LEN {
+                        return Err(serde::de::Error::custom(format!(
+                            "a user agent pattern is longer than {MAX_AGENT_LEN} bytes"
+                        )));
+                    }
+                    if patterns.len() == MAX_AGENTS {
+                        return Err(serde::de::Error::custom(format!(
+                            "more than {MAX_AGENTS} user agent patterns"
+                        )));
+                    }
                     patterns.push(pattern);
                 }
-                PreviewAgents::new(patterns).map_err(serde::de::Error::custom)
+                Ok(PreviewAgents(patterns))
             }
         }
         d.deserialize_seq(V)
@@ -177,9 +140,15 @@ impl<'de> Deserialize<'de> for PreviewAgents {
 mod tests {
     use super::*;
 
+    fn matcher(patterns: &[&str]) -> Matcher {
+        Matcher::new(&PreviewAgents(
+            patterns.iter().map(|p| (*p).to_owned()).collect(),
+        ))
+    }
+
     #[test]
     fn defaults_match_fetchers_case_insensitively_and_not_browsers() {
-        let agents = PreviewAgents::default();
+        let agents = Matcher::new(&PreviewAgents::default());
         assert!(agents.matches(b"TelegramBot (like TwitterBot)"));
         assert!(agents.matches(b"mozilla/5.0 (compatible; discordbot/2.0)"));
         assert!(!agents.matches(
@@ -189,28 +158,30 @@ mod tests {
         assert!(!agents.matches(b""));
     }
 
-    /// The remembered answer belongs to one list and one User-Agent: a
-    /// reload's new list, or the next User-Agent, is checked afresh.
     #[test]
-    fn the_remembered_answer_is_per_list_and_per_agent() {
-        let bots = PreviewAgents::new(vec!["Bot".into()]).unwrap();
-        let curl = PreviewAgents::new(vec!["curl".into()]).unwrap();
-        for _ in 0..2 {
-            assert!(bots.matches(b"SomeBot/1"));
-            assert!(!curl.matches(b"SomeBot/1"));
-            assert!(!bots.matches(b"curl/8.5.0"));
-            assert!(curl.matches(b"curl/8.5.0"));
-            assert!(curl.clone().matches(b"curl/8.5.0"));
-        }
-        // Longer than the memo keeps: still answered.
-        let long = [b"x".repeat(MEMO_MAX), b"SomeBot".to_vec()].concat();
+    fn each_list_answers_for_itself() {
+        let (bots, curl) = (matcher(&["Bot"]), matcher(&["curl"]));
+        assert!(bots.matches(b"SomeBot/1"));
+        assert!(!curl.matches(b"SomeBot/1"));
+        assert!(!bots.matches(b"curl/8.5.0"));
+        assert!(curl.matches(b"curl/8.5.0"));
+        let long = [b"x".repeat(4096), b"SomeBot".to_vec()].concat();
         assert!(bots.matches(&long));
-        assert!(!curl.matches(&long));
     }
 
     #[test]
     fn an_empty_list_matches_nothing() {
-        let agents = PreviewAgents::new(vec![]).unwrap();
-        assert!(!agents.matches(b"TelegramBot"));
+        assert!(!matcher(&[]).matches(b"TelegramBot"));
+    }
+
+    /// The largest list the config accepts compiles.
+    #[test]
+    fn the_largest_accepted_list_compiles() {
+        let patterns = (0..MAX_AGENTS)
+            .map(|i| format!("{i:0width$}", width = MAX_AGENT_LEN))
+            .collect();
+        let m = Matcher::new(&PreviewAgents(patterns));
+        assert!(m.0.is_some());
+        assert!(m.matches(format!("{:0width$}", 7, width = MAX_AGENT_LEN).as_bytes()));
     }
 }

@@ -10,6 +10,7 @@ use http::HeaderValue;
 
 use crate::config::{Config, WhenAllDown, MAX_NAME_LEN, RESERVED_NAMES};
 use crate::metrics::{Metrics, RedirectCounter, RoomLabels};
+use crate::preview::Matcher;
 
 /// Metric label for all unlisted rooms together: requested names are
 /// unbounded and must not become label values.
@@ -27,6 +28,8 @@ pub struct Routes {
     pub redirect_status: http::StatusCode,
     /// What to answer when all servers of a room are down.
     pub when_all_down: WhenAllDown,
+    /// Tells link-preview fetchers (`site.preview_agents`) from browsers.
+    pub preview: Matcher,
 }
 
 /// A listed room with its targets.
@@ -155,6 +158,7 @@ impl Routes {
             redirect_status: http::StatusCode::from_u16(config.defaults.redirect_status)
                 .unwrap_or(http::StatusCode::FOUND),
             when_all_down: config.defaults.when_all_down,
+            preview: Matcher::new(&config.site.preview_agents),
         }
     }
 

@@ -96,7 +96,7 @@ async fn room(
     // Link-preview fetchers get a card instead of the redirect; clients
     // without a User-Agent skip the check at the cost of one header lookup.
     if let Some(agent) = headers.get(header::USER_AGENT) {
-        if snap.config.site.preview_agents.matches(agent.as_bytes()) {
+        if snap.routes.preview.matches(agent.as_bytes()) {
             return preview(gw, snap, peer, path, name, headers);
         }
     }

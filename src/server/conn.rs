@@ -128,7 +128,12 @@ impl Server {
         tokio::select! {
             ended = conn.as_mut() => ended,
             () = stop.cancelled() => {
-                first_request(&had_request).await;
+                // The connection goes on meanwhile, so its first request
+                // can arrive.
+                tokio::select! {
+                    ended = conn.as_mut() => return ended,
+                    () = first_request(&had_request) => {}
+                }
                 // Finishes a request in flight (answered with
                 // `Connection: close`), closes an idle connection.
                 conn.as_mut().graceful_shutdown();

@@ -77,8 +77,7 @@ async fn requests_do_not_wait_for_a_hanging_probe() {
 
 /// Sends `n` GETs of `path` on one kept-alive connection, paced `gap` apart;
 /// returns the Locations seen. As HTTP clients do, it opens a new connection
-/// after an answer with `Connection: close` (roomgate sends one to move a
-/// connection to the worker of its client's CPU, see `roomgate::steer`).
+/// should the server close one.
 async fn keep_alive_burst(addr: &str, path: &str, n: usize, gap: Duration) -> Vec<String> {
     let open = || async {
         let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");

@@ -2,6 +2,7 @@
 //! settings, site texts, trusted proxies), and what they become.
 
 use super::*;
+use crate::preview::Matcher;
 
 fn url_config(url: &str) -> String {
     format!("servers:\n  a:\n    url: {url}\n")
@@ -157,21 +158,16 @@ fn site_public_url_and_preview_agents() {
         Some("https://rooms.example/gate")
     );
     assert_eq!(config.site.preview_agents.patterns(), ["FooBot", "bar"]);
-    assert!(config
-        .site
-        .preview_agents
-        .matches(b"Mozilla/5.0 (compatible; foobot/1)"));
-    assert!(!config.site.preview_agents.matches(b"TelegramBot"));
+    let matcher = Matcher::new(&config.site.preview_agents);
+    assert!(matcher.matches(b"Mozilla/5.0 (compatible; foobot/1)"));
+    assert!(!matcher.matches(b"TelegramBot"));
     // Defaults: no public URL, the built-in fetcher list.
     let config = ok(ONE);
     assert_eq!(config.site.public_url, None);
-    assert!(config
-        .site
-        .preview_agents
-        .matches(b"TelegramBot (like TwitterBot)"));
+    assert!(Matcher::new(&config.site.preview_agents).matches(b"TelegramBot (like TwitterBot)"));
     // An empty list turns previews off.
     let config = ok(&format!("site:\n  preview_agents: []\n{ONE}"));
-    assert!(!config.site.preview_agents.matches(b"TelegramBot"));
+    assert!(!Matcher::new(&config.site.preview_agents).matches(b"TelegramBot"));
 }
 
 #[test]
