@@ -67,9 +67,9 @@ pub static POLICIES: LazyLock<Policies> = LazyLock::new(|| {
         image: HeaderValue::from_static(
             "default-src 'none'; base-uri 'none'; frame-ancestors 'none'",
         ),
-        redirect: HeaderValue::from_static(
-            "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-        ),
+        // A redirect is followed, never rendered or framed; its body is a
+        // bare absolute link for clients that do not follow it.
+        redirect: HeaderValue::from_static("default-src 'none'"),
     }
 });
 
