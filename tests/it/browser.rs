@@ -4,13 +4,12 @@
 //! One browser session serves the whole test: Chromium starts slowly on a
 //! small machine. Screenshots go to `target/screenshots/` (a CI artifact).
 
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::json;
 use crate::support::webdriver::Browser;
 use crate::support::*;
+use serde_json::json;
 
 /// Bound on anything the page should show by itself (probe detection plus
 /// the page's 5 s refresh), generous for a busy machine.

@@ -3,15 +3,14 @@
 //! settings promise, and back again; probing stays cheap and off the
 //! request path.
 
-
 use std::time::{Duration, Instant};
 
+use crate::support::faults::*;
+use crate::support::*;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use crate::support::faults::*;
-use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_the_ca_in_ca_file_is_up() {

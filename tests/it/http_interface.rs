@@ -4,12 +4,11 @@
 //! No fixed sleeps: state changes are awaited by polling `/status.json` (or
 //! `Gateway::is_ready`) within a bound, so every test ends in well under 3 s.
 
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use http::Method;
 use serde_json::Value;
-use crate::support::*;
 
 /// Probe timings that make a state change take a few hundred milliseconds.
 const FAST: &str = FAST_CHECK;

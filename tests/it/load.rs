@@ -7,7 +7,6 @@
 //! quoted in the README; the asserted bounds are generous upper bounds for a
 //! busy 2-core machine, not targets.
 
-
 use std::time::{Duration, Instant};
 
 use crate::support::*;

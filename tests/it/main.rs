@@ -16,6 +16,8 @@ mod lifecycle_under_load;
 mod load;
 mod nginx;
 mod open_redirect;
+mod skip_selftest;
 mod standin_selftest;
 mod status_extras;
+mod systemd_sandbox;
 mod workers;

@@ -6,17 +6,16 @@
 //! into `roomgate::http::handle` (no sockets, thousands of cases), and a list
 //! of classic open-redirect payloads written byte for byte to a real socket.
 
-
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use http::{Request, Uri};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use roomgate::config::Config;
 use roomgate::gateway::{ConfigSource, Gateway};
-use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The peer the handler is told about: a local client.

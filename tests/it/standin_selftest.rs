@@ -1,15 +1,14 @@
 //! Proves the stand-in Jitsi servers in `tests/support` behave as documented,
 //! using plain hyper clients (not roomgate), so other tests can trust them.
 
-
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
+use crate::support::{FetchError, Leaf, Mode, Req, Resp, StandIn, TestCa};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use crate::support::{FetchError, Leaf, Mode, Req, Resp, StandIn, TestCa};
 use tokio::net::TcpStream;
 
 const SHORT: Duration = Duration::from_millis(300);
@@ -252,11 +251,15 @@ async fn prefix_serves_only_below_it() {
     assert_eq!(url, format!("http://127.0.0.1:{}/jitsi", jitsi.port()));
 
     assert_eq!(
-        crate::support::get(&format!("{url}/config.js"), &[]).await.status,
+        crate::support::get(&format!("{url}/config.js"), &[])
+            .await
+            .status,
         200
     );
     assert_eq!(
-        crate::support::get(&format!("{url}/Lounge"), &[]).await.status,
+        crate::support::get(&format!("{url}/Lounge"), &[])
+            .await
+            .status,
         200
     );
     assert!(bosh(&url, &create_body("localhost"))
@@ -266,7 +269,9 @@ async fn prefix_serves_only_below_it() {
 
     let root = format!("http://127.0.0.1:{}", jitsi.port());
     assert_eq!(
-        crate::support::get(&format!("{root}/config.js"), &[]).await.status,
+        crate::support::get(&format!("{root}/config.js"), &[])
+            .await
+            .status,
         404
     );
     assert_eq!(
@@ -287,7 +292,9 @@ async fn failure_modes_answer_like_broken_deployments() {
     // nginx up, Prosody down.
     assert_eq!(crate::support::get(&config, &[]).await.status, 200);
     assert_eq!(
-        crate::support::get(&format!("{url}/Lounge"), &[]).await.status,
+        crate::support::get(&format!("{url}/Lounge"), &[])
+            .await
+            .status,
         200
     );
     let down = bosh(&url, &create_body("localhost")).await;
@@ -297,7 +304,10 @@ async fn failure_modes_answer_like_broken_deployments() {
     jitsi.set_mode(Mode::Error500).await;
     assert_eq!(jitsi.mode(), Mode::Error500);
     assert_eq!(crate::support::get(&config, &[]).await.status, 500);
-    assert_eq!(crate::support::get(&format!("{url}/"), &[]).await.status, 500);
+    assert_eq!(
+        crate::support::get(&format!("{url}/"), &[]).await.status,
+        500
+    );
     assert_eq!(bosh(&url, &create_body("localhost")).await.status, 500);
 
     jitsi.set_mode(Mode::HostUnknown).await;

@@ -5,7 +5,6 @@
 //!
 //! Stand-in servers and the gateway run on 127.0.0.1; no fixed sleeps.
 
-
 use std::collections::HashMap;
 use std::time::Duration;
 

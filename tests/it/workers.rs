@@ -3,14 +3,13 @@
 //! with one worker per CPU, each serves the connections that arrive on its
 //! CPU, within a margin of balance.
 
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use roomgate::steer::{self, Load};
-use crate::support::nginx::tool_missing;
+use crate::support::tools::TASKSET;
 use crate::support::{get, healthy_pair, GateProcess};
+use roomgate::steer::{self, Load};
 
 const EXIT_BOUND: Duration = Duration::from_secs(15);
 
@@ -208,7 +207,7 @@ async fn connections_go_to_the_worker_of_their_cpu_within_a_margin() {
         eprintln!("!!! SKIPPED: {why}; this test proves nothing here");
         return;
     }
-    if !std::path::Path::new("/usr/bin/taskset").exists() && !tool_missing("taskset (util-linux)") {
+    if !TASKSET.installed("/usr/bin/taskset") {
         return;
     }
     let n = cpus.len();
