@@ -378,28 +378,30 @@ fn rust_log_takes_levels_and_targets_and_a_bad_one_is_named() {
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        // A bound on the wait: the process is killed after 15 s, which
-        // ends the read loop below with whatever was logged.
-        let pid = child.id().to_string();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_secs(15));
-            let _ = std::process::Command::new("kill")
-                .args(["-9", &pid])
-                .status();
+        // Lines come through a channel, so that the wait for them is
+        // bounded (15 s) and the child is killed here, by its handle.
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
         });
-        let mut lines =
-            std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+        let deadline = Instant::now() + Duration::from_secs(15);
         let mut seen = Vec::new();
-        for line in lines.by_ref() {
-            let Ok(line) = line else { break };
+        while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             let done = line.contains(until);
             seen.push(line);
             if done {
                 break;
             }
         }
-        let _ = child.kill();
-        let _ = child.wait();
+        child.kill().expect("kill roomgate");
+        child.wait().expect("wait for roomgate");
+        reader.join().expect("stderr reader");
         seen.join("\n")
     };
     let bad = run("roomgate=loud", "listening on");

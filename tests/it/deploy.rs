@@ -1,15 +1,16 @@
 //! The systemd unit and the Kubernetes manifests in `deploy/`, checked with
 //! the tools that would judge them in production (`systemd-analyze verify`,
 //! `kubernetes-validate`) and by running the command lines they hold
-//! against the real binary. The nginx files are tested in `tests/nginx.rs`;
-//! the last test here makes sure no file in `deploy/` goes untested.
+//! against the real binary. The unit's command lines run under its sandbox
+//! in `systemd_sandbox.rs`; the nginx files are tested in `nginx.rs`; the
+//! last test here makes sure no file in `deploy/` goes untested.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::support::nginx::{deploy_file, open_dir, substitute, tool_available, tool_missing};
+use crate::support::nginx::{deploy_file, substitute};
+use crate::support::tools::{KUBERNETES_VALIDATE, SYSTEMD_ANALYZE as SYSTEMD_ANALYZE_TOOL};
 use crate::support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Where Debian puts systemd-analyze (`.ci/run` installs systemd).
 const SYSTEMD_ANALYZE: &str = "/usr/bin/systemd-analyze";
@@ -22,13 +23,6 @@ const KUBERNETES_VERSION: &str = "1.33.0";
 const UNIT_BINARY: &str = "/usr/local/bin/roomgate";
 
 const BOUND: Duration = Duration::from_secs(15);
-
-/// The value of the first `key=` line of a unit or the `[Service]` section.
-fn unit_value<'a>(unit: &'a str, key: &str) -> &'a str {
-    unit.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("no {key}= in the unit"))
-}
 
 /// Runs `systemd-analyze verify` on `unit` saved as `roomgate.service`;
 /// returns whether it passed and what it said about the unit.
@@ -60,7 +54,7 @@ fn unit_for_verify() -> String {
 
 #[test]
 fn systemd_unit_passes_verify() {
-    if !tool_available(SYSTEMD_ANALYZE, "systemd-analyze") {
+    if !SYSTEMD_ANALYZE_TOOL.installed(SYSTEMD_ANALYZE) {
         return;
     }
     let (ok, said) = verify_unit(&unit_for_verify());
@@ -106,107 +100,13 @@ fn serve_args(args: &[String]) -> (String, String, Vec<String>) {
     )
 }
 
-/// One GET over a unix socket; (status, Location).
-async fn get_unix(socket: &Path, path: &str) -> (u16, Option<String>) {
-    let mut stream = tokio::net::UnixStream::connect(socket)
-        .await
-        .unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()));
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    tokio::time::timeout(BOUND, stream.read_to_string(&mut answer))
-        .await
-        .expect("answer in time")
-        .unwrap();
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {answer:?}"));
-    let location = answer
-        .lines()
-        .find_map(|l| l.strip_prefix("location: "))
-        .map(str::to_owned);
-    (status, location)
-}
-
-/// What the unit's ExecStart, ExecReload and KillSignal do, run for real:
-/// the binary at its installed path, routes.yaml and /run/roomgate replaced
-/// by temp paths (the only substitutions).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn systemd_unit_command_lines_work() {
-    let unit = deploy_file("systemd/roomgate.service");
-    let exec: Vec<String> = unit_value(&unit, "ExecStart")
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(exec[0], UNIT_BINARY);
-    let (listen, config_path, extra) = serve_args(&exec[1..]);
-    assert_eq!(config_path, "/etc/roomgate/routes.yaml");
-    // The socket lives in the RuntimeDirectory systemd creates.
-    let runtime = format!("/run/{}/", unit_value(&unit, "RuntimeDirectory"));
-    assert!(listen.starts_with(&format!("unix:{runtime}")), "{listen}");
-
-    let (primary, _backup, dir, config) = healthy_pair().await;
-    let run: PathBuf = dir.path().join("run");
-    std::fs::create_dir(&run).unwrap();
-    open_dir(&run);
-    let listen = listen.replace(&runtime, &format!("{}/", run.display()));
-    let socket = PathBuf::from(listen.strip_prefix("unix:").unwrap());
-    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-    let mut gate = GateProcess::spawn_with(&config, dir.path(), &listen, &extra, "info");
-    assert!(
-        gate.wait_log("listening on unix:", BOUND).await.is_some(),
-        "{}",
-        gate.log_text()
-    );
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o666, "--socket-mode of the unit");
-    }
-    wait_ready_unix(&socket).await;
-    let (status, location) = get_unix(&socket, "/Lounge").await;
-    assert_eq!(status, 302);
-    assert_eq!(location.unwrap(), format!("{}/Lounge", primary.url()));
-
-    // ExecReload, with $MAINPID filled in as systemd does.
-    let reload = unit_value(&unit, "ExecReload")
-        .replace("$MAINPID", &gate.pid().expect("running").to_string());
-    let mut words = reload.split_whitespace();
-    let status = std::process::Command::new(words.next().unwrap())
-        .args(words)
-        .status()
-        .expect("run ExecReload");
-    assert!(status.success());
-    assert!(
-        gate.wait_log("config reloaded", BOUND).await.is_some(),
-        "{}",
-        gate.log_text()
-    );
-
-    // KillSignal ends it cleanly, and the socket goes with it.
-    assert_eq!(unit_value(&unit, "KillSignal"), "SIGTERM");
-    gate.signal("TERM");
-    assert!(gate.wait_exit(BOUND).await.expect("exits").success());
-    assert!(!socket.exists(), "socket left behind");
-}
-
-async fn wait_ready_unix(socket: &Path) {
-    let deadline = tokio::time::Instant::now() + BOUND;
-    while get_unix(socket, "/readyz").await.0 != 200 {
-        assert!(tokio::time::Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Whether `python3 -m kubernetes_validate` works; see [`tool_available`].
+/// Whether `python3 -m kubernetes_validate` works; see `support::tools`.
 fn kubernetes_validate_available() -> bool {
     let works = std::process::Command::new("python3")
         .args(["-m", "kubernetes_validate", "--version"])
         .output()
         .is_ok_and(|o| o.status.success());
-    works || tool_missing("kubernetes-validate (pip install kubernetes-validate)")
+    KUBERNETES_VALIDATE.found(works)
 }
 
 /// `kubernetes-validate --strict` on `files`; (passed, output).

@@ -55,16 +55,19 @@ async fn sighup_keeps_the_running_config_on_error_and_the_health_state_on_succes
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    // A broken file: logged with its position, the running config stays.
+    // A broken file: counted as a failed reload and logged with its
+    // position; the running config stays.
     std::fs::write(&config, "servers:\n  primary: [unclosed\nrooms: {\n").unwrap();
     let skip = gate.log_len();
     gate.signal("HUP");
+    wait_reloads(&gate.url("/metrics"), "failure", 1, Duration::from_secs(3)).await;
+    let file = config.display().to_string();
     let line = gate
-        .wait_log_after(skip, "reload failed", Duration::from_secs(3))
+        .wait_log_after(skip, &format!("{file}:"), Duration::from_secs(3))
         .await
-        .unwrap_or_else(|| panic!("no reload error logged:\n{}", gate.log_text()));
+        .unwrap_or_else(|| panic!("the file is not named:\n{}", gate.log_text()));
     assert!(
-        names_position(&line, &config.display().to_string()),
+        names_position(&line, &file),
         "no file:line:column in {line:?}"
     );
     assert_eq!(location(&gate.url("/Lounge")).await, on_primary);
@@ -75,16 +78,8 @@ async fn sighup_keeps_the_running_config_on_error_and_the_health_state_on_succes
     // A valid file with one more room and the same servers.
     let changed = format!("{yaml}  Kitchen:\n    description: new\n");
     std::fs::write(&config, changed).unwrap();
-    let skip = gate.log_len();
     gate.signal("HUP");
-    let line = gate
-        .wait_log_after(skip, "config reloaded", Duration::from_secs(3))
-        .await
-        .unwrap_or_else(|| panic!("no reload logged:\n{}", gate.log_text()));
-    assert!(
-        line.contains("(2 kept their health state)"),
-        "servers not kept: {line}"
-    );
+    wait_reloads(&gate.url("/metrics"), "success", 1, Duration::from_secs(3)).await;
     assert_eq!(
         location(&gate.url("/Kitchen")).await,
         format!("{}/Kitchen", primary.url())
@@ -161,14 +156,20 @@ rooms:
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     gate.signal("TERM");
-    gate.wait_log("shutting down", Duration::from_secs(1))
-        .await
-        .unwrap_or_else(|| panic!("no shutdown logged:\n{}", gate.log_text()));
-    // New connections are refused while the old request is still running.
-    let err = tokio::net::TcpStream::connect(&addr)
-        .await
-        .expect_err("connect after SIGTERM must fail");
-    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    // New connections are refused (within a second) while the old request
+    // is still running.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        match tokio::net::TcpStream::connect(&addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "still connecting after SIGTERM: {other:?}\n{}",
+                gate.log_text()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(
         !in_flight.is_finished(),
         "the request ended before the test could stop roomgate"
@@ -198,8 +199,8 @@ async fn sigint_exits_cleanly() {
     );
     gate.signal("INT");
     let exit = gate.wait_exit(EXIT_BOUND).await.expect("exits");
+    // Handled: an unhandled SIGINT would end it by the signal, no code.
     assert_eq!(exit.code(), Some(0), "{}", gate.log_text());
-    assert!(gate.log_text().contains("SIGINT"));
 }
 
 /// GET `path` over the unix socket at `socket`; returns status and Location.
@@ -287,7 +288,7 @@ async fn a_stale_unix_socket_is_replaced() {
         "{}",
         gate.log_text()
     );
-    assert!(gate.log_text().contains("removing stale socket"));
+    // Served on that path: the stale file was replaced.
     let (status, location) = get_unix(&socket, "/Lounge").await;
     assert_eq!(status, 302);
     assert_eq!(location.unwrap(), format!("{}/Lounge", primary.url()));

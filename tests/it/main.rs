@@ -17,5 +17,7 @@ mod load;
 mod nginx;
 mod open_redirect;
 mod server_core;
+mod skip_selftest;
 mod standin_selftest;
 mod status_extras;
+mod systemd_sandbox;

@@ -162,7 +162,7 @@ impl GateProcess {
             }
             None => tokio::process::Command::new(bin),
         };
-        let mut child = command
+        command
             .args(["serve", "--listen", listen])
             .args(extra)
             .arg("--config")
@@ -170,7 +170,15 @@ impl GateProcess {
             .current_dir(cwd)
             .env("RUST_LOG", rust_log)
             .env_remove("ROOMGATE_CONFIG")
-            .env_remove("ROOMGATE_LISTEN")
+            .env_remove("ROOMGATE_LISTEN");
+        GateProcess::spawn_command(command)
+    }
+
+    /// Runs `command` (a roomgate, or something that execs one) as it is
+    /// set up, with stdin and stdout closed and stderr collected; waits for
+    /// nothing, and `base` stays empty.
+    pub fn spawn_command(mut command: tokio::process::Command) -> GateProcess {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -264,6 +272,11 @@ impl GateProcess {
     /// The whole log, for failure messages.
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("wait for roomgate")
     }
 
     /// Waits (bounded) for the process to exit, and for its last log lines.

@@ -11,6 +11,7 @@ pub mod gate;
 pub mod nginx;
 pub mod standin;
 pub mod tls;
+pub mod tools;
 pub mod webdriver;
 
 use std::path::{Path, PathBuf};
@@ -251,6 +252,76 @@ where
             Ok(()) => work.await.map_err(FetchError::Http),
             Err(e) => Err(FetchError::Http(e)),
         },
+    }
+}
+
+/// GET `path` over the unix socket at `socket` on a fresh connection,
+/// bounded by [`DEFAULT_TIMEOUT`].
+pub async fn unix_get(socket: &Path, path: &str) -> Result<Resp, FetchError> {
+    let exchange = async {
+        let stream = tokio::net::UnixStream::connect(socket)
+            .await
+            .map_err(FetchError::Connect)?;
+        let request = Request::get(path)
+            .header(http::header::HOST, "localhost")
+            .body(Full::new(Bytes::new()))
+            .map_err(|_| FetchError::BadUrl(path.to_owned()))?;
+        exchange_on(stream, request).await
+    };
+    tokio::time::timeout(DEFAULT_TIMEOUT, exchange)
+        .await
+        .unwrap_or(Err(FetchError::Timeout))
+}
+
+/// The sum of the samples `name` whose labels include `labels` in the
+/// Prometheus text `metrics` (one sample when `labels` name them all); 0
+/// when there is none (a counter with these labels appears only once
+/// counted).
+pub fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| {
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            metric == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        })
+        .map(|(_, value)| {
+            value
+                .parse::<f64>()
+                .unwrap_or_else(|e| panic!("{name}: {value:?}: {e}"))
+        })
+        .sum()
+}
+
+/// `roomgate_config_reloads_total` with `result` (`success` or `failure`)
+/// in the Prometheus text `metrics`.
+pub fn reloads(metrics: &str, result: &str) -> u64 {
+    sample(
+        metrics,
+        "roomgate_config_reloads_total",
+        &[("result", result)],
+    ) as u64
+}
+
+/// Polls `metrics_url` until `roomgate_config_reloads_total{result}`
+/// reaches `count`, at most `bound`; returns the metrics text then.
+pub async fn wait_reloads(metrics_url: &str, result: &str, count: u64, bound: Duration) -> String {
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        let metrics = get(metrics_url, &[]).await.body;
+        let seen = reloads(&metrics, result);
+        if seen >= count {
+            return metrics;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{seen} reloads with result {result} within {bound:?}, not {count}:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

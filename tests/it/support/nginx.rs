@@ -17,25 +17,10 @@ pub const NGINX: &str = "/usr/sbin/nginx";
 /// How long nginx may take to answer on its port after start.
 const START_BOUND: Duration = Duration::from_secs(15);
 
-/// Whether a system tool at `path` exists. Without it the test should be
-/// skipped on a laptop, loudly, but must fail in CI (`CI=true`).
-pub fn tool_available(path: &str, what: &str) -> bool {
-    Path::new(path).exists() || tool_missing(&format!("{what} ({path})"))
-}
-
-/// Reports a missing tool: panics when `CI=true`, else prints a loud skip
-/// message; returns false.
-pub fn tool_missing(what: &str) -> bool {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{what} is missing, and CI=true: install it (.ci/run does)");
-    }
-    eprintln!("!!! SKIPPED: {what} is not installed; this test proves nothing here");
-    false
-}
-
-/// Whether nginx can run; see [`tool_available`].
+/// Whether nginx is installed; see `support::tools` for what happens when
+/// it is not.
 pub fn nginx_available() -> bool {
-    tool_available(NGINX, "nginx")
+    super::tools::NGINX.installed(NGINX)
 }
 
 /// The text of `deploy/<name>`.

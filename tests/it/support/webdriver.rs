@@ -2,8 +2,8 @@
 //! HTTP protocol, with just the commands the browser tests use.
 //!
 //! Chromium and chromedriver come from the system (`.ci/run` installs them).
-//! Without them a test skips with a loud message, except under `CI=true`,
-//! where it fails.
+//! Without them a test skips as `support::tools` says: loudly, and under
+//! `CI=true` not at all but fails.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -50,14 +50,11 @@ fn chromedriver_binary() -> Option<PathBuf> {
 }
 
 impl Browser {
-    /// Starts chromedriver and a headless Chromium session. `None` (after a
-    /// loud message) when they are not installed and `CI` is not `true`.
+    /// Starts chromedriver and a headless Chromium session. `None` after a
+    /// skip (see `support::tools`) when they are not installed.
     pub async fn start() -> Option<Browser> {
         let (Some(chromium), Some(driver)) = (chromium_binary(), chromedriver_binary()) else {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("CI=true but chromium or chromedriver is not installed");
-            }
-            eprintln!("!!! SKIPPING browser test: chromium or chromedriver is not installed !!!");
+            super::tools::CHROMIUM.found(false);
             return None;
         };
         let port = free_port();
