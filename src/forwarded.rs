@@ -251,11 +251,6 @@ impl PublicBase {
     pub fn prefix(&self) -> &str {
         &self.url[self.path_at..]
     }
-
-    /// The absolute URL of one of our own paths; `path` starts with `/`.
-    pub fn join(&self, path: &str) -> String {
-        format!("{}{path}", self.url)
-    }
 }
 
 impl fmt::Display for PublicBase {
@@ -427,10 +422,6 @@ mod tests {
         let base = public_base(&tcp("127.0.0.1:5"), &h, &t).unwrap();
         assert_eq!(base.as_str(), "https://chaosdorf.example/raum");
         assert_eq!(base.prefix(), "/raum");
-        assert_eq!(
-            base.join("/Lounge"),
-            "https://chaosdorf.example/raum/Lounge"
-        );
         assert_eq!(base.to_string(), base.as_str());
 
         let h = headers(&[

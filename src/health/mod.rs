@@ -20,6 +20,16 @@ use tokio::time::Instant;
 
 use serde::Serialize;
 
+/// Aborts a task when dropped: a prober with its handle, a probe's
+/// connection driver with its probe.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// What the gateway believes about a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

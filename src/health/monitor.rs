@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Health, History, Probe, ProbeError, ServerProbe, State, Tracker};
+use super::{AbortOnDrop, Health, History, Probe, ProbeError, ServerProbe, State, Tracker};
 use crate::config::{Check, Server};
 use crate::metrics::{Metrics, ProbeLabels, ServerLabels};
 
@@ -230,15 +230,6 @@ impl<P: Probe> Prober<P> {
             (None, Err(e)) => tracing::debug!("{name} probe failed: {e}"),
             _ => tracing::debug!("{name} probe succeeded in {ms} ms"),
         }
-    }
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::resolve::Resolver;
+use super::AbortOnDrop;
 use crate::config::{CheckKind, Server};
 
 /// Largest body a probe reads; Jitsi's config.js is well below it.
@@ -329,15 +330,6 @@ impl<'a> Conn<'a> {
             let _ = conn.await;
         })));
         Ok(sender)
-    }
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
