@@ -62,11 +62,6 @@ pub const SETPRIV: Tool = Tool {
     install: "apt-get install util-linux",
 };
 
-pub const TASKSET: Tool = Tool {
-    name: "taskset",
-    install: "apt-get install util-linux",
-};
-
 impl Tool {
     /// Whether the test can go on: `found`, or else it skips (see the
     /// module doc) and the caller returns.
