@@ -265,7 +265,10 @@ impl fmt::Display for PublicBase {
 /// - scheme: `X-Forwarded-Proto` (`http` or `https`) from a trusted peer,
 ///   else `http` (we never terminate TLS ourselves);
 /// - host: `X-Forwarded-Host` (its first entry) from a trusted peer, else
-///   `Host`;
+///   the authority of an absolute-form request target (`target_authority`,
+///   `GET http://host/Lounge`), else `Host`. RFC 9112 §3.2.2: a target's
+///   authority overrides Host, which is then ignored, even when the
+///   authority is unfit (user info) and no host results;
 /// - prefix: `X-Forwarded-Prefix` from a trusted peer (see [`prefix`]).
 ///
 /// Headers that fail validation are ignored as if absent, so the result
@@ -273,6 +276,7 @@ impl fmt::Display for PublicBase {
 /// attribute and a header. `None` when no valid host is known at all.
 pub fn public_base(
     peer: &Peer,
+    target_authority: Option<&str>,
     headers: &HeaderMap,
     trusted: &TrustedProxies,
 ) -> Option<PublicBase> {
@@ -290,7 +294,11 @@ pub fn public_base(
         .then(|| header(X_FORWARDED_HOST))
         .flatten()
         .and_then(|h| valid_host(h.split(',').next().unwrap_or("")));
-    let host = forwarded_host.or_else(|| header(HOST.as_str()).and_then(valid_host))?;
+    let host = match (forwarded_host, target_authority) {
+        (Some(host), _) => host,
+        (None, Some(authority)) => valid_host(authority)?,
+        (None, None) => header(HOST.as_str()).and_then(valid_host)?,
+    };
     let prefix = prefix(peer, headers, trusted);
     let mut url = String::with_capacity(scheme.len() + 3 + host.len() + prefix.len());
     url.push_str(scheme);
@@ -419,7 +427,7 @@ mod tests {
             ("x-forwarded-host", "Chaosdorf.example"),
             ("x-forwarded-prefix", "/raum/"),
         ]);
-        let base = public_base(&tcp("127.0.0.1:5"), &h, &t).unwrap();
+        let base = public_base(&tcp("127.0.0.1:5"), None, &h, &t).unwrap();
         assert_eq!(base.as_str(), "https://chaosdorf.example/raum");
         assert_eq!(base.prefix(), "/raum");
         assert_eq!(base.to_string(), base.as_str());
@@ -428,9 +436,33 @@ mod tests {
             ("host", "virtual.example.org"),
             ("x-forwarded-proto", "http"),
         ]);
-        let base = public_base(&Peer::Unix, &h, &t).unwrap();
+        let base = public_base(&Peer::Unix, None, &h, &t).unwrap();
         assert_eq!(base.as_str(), "http://virtual.example.org");
         assert_eq!(base.prefix(), "");
+    }
+
+    /// RFC 9112 §3.2.2: an absolute-form target's authority wins over Host;
+    /// a trusted proxy's X-Forwarded-Host still says what the client used.
+    #[test]
+    fn public_base_takes_the_authority_of_an_absolute_target() {
+        let t = TrustedProxies::default();
+        let stranger = tcp("192.0.2.1:5");
+        let h = headers(&[("host", "evil.example")]);
+        let base = public_base(&stranger, Some("Rooms.example:8080"), &h, &t).unwrap();
+        assert_eq!(base.as_str(), "http://rooms.example:8080");
+        // An unfit authority is not replaced by the Host it overrides.
+        assert_eq!(
+            public_base(&stranger, Some("a@rooms.example"), &h, &t),
+            None
+        );
+        let h = headers(&[
+            ("host", "evil.example"),
+            ("x-forwarded-host", "gate.example"),
+        ]);
+        let base = public_base(&tcp("127.0.0.1:5"), Some("rooms.example"), &h, &t).unwrap();
+        assert_eq!(base.as_str(), "http://gate.example");
+        let base = public_base(&stranger, Some("rooms.example"), &h, &t).unwrap();
+        assert_eq!(base.as_str(), "http://rooms.example");
     }
 
     #[test]
@@ -442,7 +474,7 @@ mod tests {
             ("x-forwarded-host", "evil.example"),
             ("x-forwarded-prefix", "/phish"),
         ]);
-        let base = public_base(&tcp("192.0.2.1:5"), &h, &t).unwrap();
+        let base = public_base(&tcp("192.0.2.1:5"), None, &h, &t).unwrap();
         assert_eq!(base.as_str(), "http://gate.example:8080");
         assert_eq!(prefix(&tcp("192.0.2.1:5"), &h, &t), "");
         assert_eq!(prefix(&tcp("127.0.0.1:5"), &h, &t), "/phish");
@@ -468,7 +500,7 @@ mod tests {
             let h = headers(&[("host", "ok.example"), ("x-forwarded-prefix", bad_prefix)]);
             assert_eq!(prefix(&peer, &h, &t), "", "{bad_prefix:?}");
             assert_eq!(
-                public_base(&peer, &h, &t).unwrap().as_str(),
+                public_base(&peer, None, &h, &t).unwrap().as_str(),
                 "http://ok.example",
                 "{bad_prefix:?}"
             );
@@ -490,12 +522,12 @@ mod tests {
         ] {
             let h = headers(&[("host", "ok.example"), ("x-forwarded-host", bad_host)]);
             assert_eq!(
-                public_base(&peer, &h, &t).unwrap().as_str(),
+                public_base(&peer, None, &h, &t).unwrap().as_str(),
                 "http://ok.example",
                 "{bad_host:?}"
             );
             let h = headers(&[("host", bad_host)]);
-            assert_eq!(public_base(&peer, &h, &t), None, "{bad_host:?}");
+            assert_eq!(public_base(&peer, None, &h, &t), None, "{bad_host:?}");
         }
         // CR/LF cannot even be stored in a HeaderValue; obs-text can.
         let mut h = headers(&[("host", "ok.example")]);
@@ -504,7 +536,7 @@ mod tests {
             HeaderValue::from_bytes(b"/r\xc3\xa4um").unwrap(),
         );
         assert_eq!(prefix(&peer, &h, &t), "");
-        assert_eq!(public_base(&peer, &HeaderMap::new(), &t), None);
+        assert_eq!(public_base(&peer, None, &HeaderMap::new(), &t), None);
     }
 
     proptest::proptest! {
@@ -529,7 +561,7 @@ mod tests {
                     h.insert(name, v);
                 }
             }
-            if let Some(base) = public_base(&Peer::Unix, &h, &TrustedProxies::default()) {
+            if let Some(base) = public_base(&Peer::Unix, None, &h, &TrustedProxies::default()) {
                 let url = base.as_str();
                 proptest::prop_assert!(
                     url.starts_with("http://") || url.starts_with("https://"),
@@ -562,7 +594,7 @@ mod tests {
             ("x-forwarded-host", "a.example:8443, b.example"),
         ]);
         assert_eq!(
-            public_base(&Peer::Unix, &h, &t).unwrap().as_str(),
+            public_base(&Peer::Unix, None, &h, &t).unwrap().as_str(),
             "http://a.example:8443"
         );
     }

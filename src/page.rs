@@ -84,14 +84,41 @@ fn sha256(text: &str) -> String {
 
 /// The absolute base URL of this gateway's short links, without a trailing
 /// slash: `site.public_url` when set, else what a trusted proxy forwarded
-/// (`X-Forwarded-Proto`, `-Host`, `-Prefix`), else `http://` and the Host.
+/// (`X-Forwarded-Proto`, `-Host`, `-Prefix`), else `http://` and the
+/// authority of an absolute-form target (`target_authority`) or the Host.
 ///
 /// The one place that decides it. `None` when no valid host is known.
-pub fn public_base(config: &Config, peer: &Peer, headers: &HeaderMap) -> Option<String> {
+pub fn public_base(
+    config: &Config,
+    peer: &Peer,
+    target_authority: Option<&str>,
+    headers: &HeaderMap,
+) -> Option<String> {
     if let Some(url) = &config.site.public_url {
         return Some(url.clone());
     }
-    forwarded::public_base(peer, headers, &config.trusted_proxies).map(|b| b.as_str().to_owned())
+    forwarded::public_base(peer, target_authority, headers, &config.trusted_proxies)
+        .map(|b| b.as_str().to_owned())
+}
+
+/// The path under which clients reach us, without a trailing slash (empty
+/// at the root): the path of `site.public_url` when set, whatever a proxy
+/// forwards; else the `X-Forwarded-Prefix` of a trusted proxy.
+pub fn public_prefix<'a>(config: &'a Config, peer: &Peer, headers: &'a HeaderMap) -> &'a str {
+    match &config.site.public_url {
+        Some(url) => url_path(url),
+        None => forwarded::prefix(peer, headers, &config.trusted_proxies),
+    }
+}
+
+/// The path of an absolute URL without query or fragment (as
+/// `site.public_url` is validated to be): `https://a.example/gate` ->
+/// `/gate`, `https://a.example` -> empty.
+fn url_path(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |at| at + 3);
+    url[after_scheme..]
+        .find('/')
+        .map_or("", |at| &url[after_scheme + at..])
 }
 
 /// The QR code of `url` as an SVG document.
@@ -365,25 +392,47 @@ mod tests {
         .unwrap();
         let mut headers = HeaderMap::new();
         let proxy = Peer::Tcp("127.0.0.1:4000".parse().unwrap());
-        assert_eq!(public_base(&config, &proxy, &headers), None);
+        assert_eq!(public_base(&config, &proxy, None, &headers), None);
         headers.insert(HOST, HeaderValue::from_static("gate.example:8080"));
         assert_eq!(
-            public_base(&config, &proxy, &headers).as_deref(),
+            public_base(&config, &proxy, None, &headers).as_deref(),
             Some("http://gate.example:8080")
         );
         headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         headers.insert("x-forwarded-prefix", HeaderValue::from_static("/raum"));
         assert_eq!(
-            public_base(&config, &proxy, &headers).as_deref(),
+            public_base(&config, &proxy, None, &headers).as_deref(),
             Some("https://gate.example:8080/raum")
         );
         headers.insert(HOST, HeaderValue::from_static("evil@gate.example"));
-        assert_eq!(public_base(&config, &proxy, &headers), None);
+        assert_eq!(public_base(&config, &proxy, None, &headers), None);
         config.site.public_url = Some("https://rooms.example/gate".into());
         assert_eq!(
-            public_base(&config, &proxy, &headers).as_deref(),
+            public_base(&config, &proxy, None, &headers).as_deref(),
             Some("https://rooms.example/gate")
         );
+    }
+
+    #[test]
+    fn the_public_prefix_is_the_configured_urls_path_when_there_is_one() {
+        assert_eq!(url_path("https://rooms.example/gate"), "/gate");
+        assert_eq!(url_path("https://rooms.example/a/b"), "/a/b");
+        assert_eq!(url_path("https://rooms.example"), "");
+        assert_eq!(url_path("http://[::1]:8080/x"), "/x");
+        let mut config = Config::parse(
+            "servers: { a: { url: 'https://a.example' } }",
+            "t",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-prefix", HeaderValue::from_static("/raum"));
+        let proxy = Peer::Tcp("127.0.0.1:4000".parse().unwrap());
+        assert_eq!(public_prefix(&config, &proxy, &headers), "/raum");
+        config.site.public_url = Some("https://rooms.example/gate".into());
+        assert_eq!(public_prefix(&config, &proxy, &headers), "/gate");
+        config.site.public_url = Some("https://rooms.example".into());
+        assert_eq!(public_prefix(&config, &proxy, &headers), "");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use askama::Template;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Version};
 
 use crate::decision::Choice;
 use crate::forwarded::{self, Peer};
@@ -55,6 +55,17 @@ pub async fn handle<B>(gw: &Gateway, peer: &Peer, req: Request<B>) -> Response<B
 
 async fn respond<B>(gw: &Gateway, peer: &Peer, req: &Request<B>) -> Response<Body> {
     let uri = req.uri();
+    // RFC 9112 §3.2: 400 for an HTTP/1.1 request without Host, and for any
+    // request with more than one Host line (which one would links use?).
+    // HTTP/1.0 predates Host and is served without it.
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let no_host = hosts.next().is_none();
+    if (no_host && req.version() == Version::HTTP_11) || hosts.next().is_some() {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "bad request: HTTP/1.1 needs exactly one Host header\n",
+        );
+    }
     let target_len = uri.path_and_query().map_or(0, |p| p.as_str().len());
     if target_len > MAX_URI_LEN {
         return plain(StatusCode::URI_TOO_LONG, "request URI too long\n");
@@ -64,8 +75,11 @@ async fn respond<B>(gw: &Gateway, peer: &Peer, req: &Request<B>) -> Response<Bod
     }
     let snap = gw.snapshot();
     let headers = req.headers();
+    // Set for an absolute-form target (`GET http://host/path`), where it
+    // names the host instead of the Host header (RFC 9112 §3.2.2).
+    let authority = uri.authority().map(http::uri::Authority::as_str);
     match uri.path() {
-        "/" => index_page(&snap, peer, headers).await,
+        "/" => index_page(&snap, peer, authority, headers).await,
         "/status.json" => status_json(&snap).await,
         "/healthz" => plain(StatusCode::OK, "ok\n"),
         "/readyz" if snap.is_ready() => plain(StatusCode::OK, "ready\n"),
@@ -75,9 +89,9 @@ async fn respond<B>(gw: &Gateway, peer: &Peer, req: &Request<B>) -> Response<Bod
         ),
         "/metrics" => response::metrics(gw.metrics.encode()),
         "/_/favicon.svg" => response::svg(page::FAVICON, "public, max-age=86400"),
-        path if path.starts_with("/_/qr/") => qr_code(&snap, peer, path, headers),
+        path if path.starts_with("/_/qr/") => qr_code(&snap, peer, path, authority, headers),
         path if path.starts_with("/_/") => not_found(&snap, peer, path, headers),
-        path => room(gw, &snap, peer, path, uri.query(), headers).await,
+        path => room(gw, &snap, peer, path, uri.query(), authority, headers).await,
     }
 }
 
@@ -88,6 +102,7 @@ async fn room(
     peer: &Peer,
     path: &str,
     query: Option<&str>,
+    authority: Option<&str>,
     headers: &HeaderMap,
 ) -> Response<Body> {
     let Some(name) = room_segment(path) else {
@@ -97,7 +112,7 @@ async fn room(
     // without a User-Agent skip the check at the cost of one header lookup.
     if let Some(agent) = headers.get(header::USER_AGENT) {
         if snap.routes.preview.matches(agent.as_bytes()) {
-            return preview(gw, snap, peer, path, name, headers);
+            return preview(gw, snap, peer, path, name, authority, headers);
         }
     }
     let status = snap.routes.redirect_status;
@@ -182,10 +197,11 @@ fn unknown_room(
 /// Behind a proxy that mounts us under a prefix (`/raum/Nope/x` arrives as
 /// `/Nope/x`), root-relative links would leave the prefix. The HTML links
 /// are therefore relative to the request path; the text lists paths under
-/// the prefix a trusted proxy forwarded.
+/// the prefix: the path of `site.public_url` when set, else the one a
+/// trusted proxy forwarded.
 fn not_found(snap: &Snapshot, peer: &Peer, path: &str, headers: &HeaderMap) -> Response<Body> {
     let rooms = &snap.routes.rooms;
-    let prefix = forwarded::prefix(peer, headers, &snap.config.trusted_proxies);
+    let prefix = page::public_prefix(&snap.config, peer, headers);
     if wants_html(headers) {
         let page = NotFoundPage {
             root: root_href(path, prefix),
@@ -205,7 +221,7 @@ fn not_found(snap: &Snapshot, peer: &Peer, path: &str, headers: &HeaderMap) -> R
 /// A link to our root as seen from a page at `path`: `./` at the top level,
 /// one `../` per directory below it (`/Nope/x` -> `../`). Paths deeper
 /// than [`MAX_RELATIVE_DEPTH`] get `{prefix}/` instead (`prefix` is the
-/// validated forwarded prefix, or empty).
+/// path of `site.public_url`, the validated forwarded prefix, or empty).
 fn root_href(path: &str, prefix: &str) -> String {
     let depth = path
         .bytes()
@@ -245,10 +261,15 @@ async fn status_json(snap: &Snapshot) -> Response<Body> {
 
 /// `/`: the status page. All links are relative, so the page works under a
 /// path prefix too.
-async fn index_page(snap: &Snapshot, peer: &Peer, headers: &HeaderMap) -> Response<Body> {
+async fn index_page(
+    snap: &Snapshot,
+    peer: &Peer,
+    authority: Option<&str>,
+    headers: &HeaderMap,
+) -> Response<Body> {
     let health = health_once(snap).await;
     let status = status(snap, &health);
-    let base = page::public_base(&snap.config, peer, headers);
+    let base = page::public_base(&snap.config, peer, authority, headers);
     let body = IndexPage::new(&snap.config.site, &status, base.as_deref())
         .render()
         .unwrap_or_default();
@@ -256,7 +277,13 @@ async fn index_page(snap: &Snapshot, peer: &Peer, headers: &HeaderMap) -> Respon
 }
 
 /// `/_/qr/{room}.svg`: the QR code of a listed room's absolute short link.
-fn qr_code(snap: &Snapshot, peer: &Peer, path: &str, headers: &HeaderMap) -> Response<Body> {
+fn qr_code(
+    snap: &Snapshot,
+    peer: &Peer,
+    path: &str,
+    authority: Option<&str>,
+    headers: &HeaderMap,
+) -> Response<Body> {
     let name = path
         .strip_prefix("/_/qr/")
         .and_then(|rest| rest.strip_suffix(".svg"));
@@ -264,7 +291,7 @@ fn qr_code(snap: &Snapshot, peer: &Peer, path: &str, headers: &HeaderMap) -> Res
         Some(Lookup::Room(room)) => room,
         _ => return not_found(snap, peer, path, headers),
     };
-    let Some(base) = page::public_base(&snap.config, peer, headers) else {
+    let Some(base) = page::public_base(&snap.config, peer, authority, headers) else {
         return plain(
             StatusCode::BAD_REQUEST,
             "cannot tell this gateway's public URL: send a Host header or set site.public_url\n",
@@ -287,6 +314,7 @@ fn preview(
     peer: &Peer,
     path: &str,
     name: &str,
+    authority: Option<&str>,
     headers: &HeaderMap,
 ) -> Response<Body> {
     let (room, description) = match snap.routes.lookup(name) {
@@ -300,7 +328,8 @@ fn preview(
         site_title: &site.title,
         room,
         description,
-        url: page::public_base(&snap.config, peer, headers).map(|base| format!("{base}/{room}")),
+        url: page::public_base(&snap.config, peer, authority, headers)
+            .map(|base| format!("{base}/{room}")),
         style: page::STYLE,
     };
     response::preview(page.render().unwrap_or_default())

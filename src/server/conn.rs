@@ -14,7 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -152,9 +152,81 @@ async fn first_request(had_request: &AtomicBool) {
     }
 }
 
-/// Answers a connection over the cap with a 503, then closes it.
-pub(super) async fn reject(stream: Accepted, peer: Peer, cap: usize) {
-    tracing::warn!("connection cap of {cap} reached; answering 503 to {peer}");
+/// At the connection cap, at most one warning per this interval: the first
+/// rejected connection is logged at once, the ones after it are counted and
+/// their number logged when the interval is over (or at shutdown). A flood
+/// over the cap thus writes a line every 10 s, not one per connection (it
+/// wrote 2,000 lines in 0.2 s), so the log neither drowns nor grows with the
+/// attack.
+pub(super) const CAP_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The count of connections answered 503 at the cap since the last
+/// warning, and when that warning was. The accept loop owns it; it says
+/// what to log and when, the loop logs.
+pub(super) struct CapWarnings {
+    /// The connection cap, for the text.
+    cap: usize,
+    /// When the last warning was logged; `None` before the first.
+    last: Option<Instant>,
+    /// Connections rejected since then.
+    unreported: u64,
+}
+
+impl CapWarnings {
+    pub(super) fn new(cap: usize) -> CapWarnings {
+        CapWarnings {
+            cap,
+            last: None,
+            unreported: 0,
+        }
+    }
+
+    /// Counts one rejected connection; the warning to log now, if no
+    /// warning was logged within the interval.
+    pub(super) fn rejected(&mut self, now: Instant) -> Option<String> {
+        self.unreported += 1;
+        match self.last {
+            Some(last) if now.duration_since(last) < CAP_WARNING_INTERVAL => None,
+            _ => self.report(now),
+        }
+    }
+
+    /// When the rejections counted since the last warning are due to be
+    /// logged; `None` when there are none.
+    pub(super) fn due(&self) -> Option<Instant> {
+        match self.last {
+            Some(last) if self.unreported > 0 => Some(last + CAP_WARNING_INTERVAL),
+            _ => None,
+        }
+    }
+
+    /// The warning for the rejections counted since the last one, if any.
+    pub(super) fn report(&mut self, now: Instant) -> Option<String> {
+        let n = std::mem::take(&mut self.unreported);
+        if n == 0 {
+            return None;
+        }
+        let cap = self.cap;
+        let plural = if n == 1 { "" } else { "s" };
+        let line = match self.last {
+            None => {
+                format!("connection cap of {cap} reached; answered 503 to {n} connection{plural}")
+            }
+            Some(last) => format!(
+                "connection cap of {cap} reached; answered 503 to {n} connection{plural} in the \
+                 last {:.1} s",
+                now.duration_since(last).as_secs_f64()
+            ),
+        };
+        self.last = Some(now);
+        Some(line)
+    }
+}
+
+/// Answers a connection over the cap with a 503, then closes it. The
+/// warning is [`CapWarnings`]'s business.
+pub(super) async fn reject(stream: Accepted, peer: Peer) {
+    tracing::debug!("connection cap reached; answering 503 to {peer}");
     let answer = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
         Content-Length: 20\r\nRetry-After: 1\r\nConnection: close\r\n\r\ntoo many connections";
     let write = async {
@@ -271,6 +343,41 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<IO> {
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
+
+    /// A flood makes one line at once and then one per interval with the
+    /// count since the last; a quiet spell resets that.
+    #[test]
+    fn cap_warnings_come_once_per_interval_with_a_count() {
+        let t0 = Instant::now();
+        let mut w = CapWarnings::new(8);
+        assert_eq!(w.due(), None);
+        let first = w.rejected(t0).expect("the first is logged at once");
+        assert_eq!(
+            first,
+            "connection cap of 8 reached; answered 503 to 1 connection"
+        );
+        for i in 1..=1000 {
+            assert_eq!(w.rejected(t0 + Duration::from_millis(i)), None);
+        }
+        let due = w.due().expect("due");
+        assert_eq!(due, t0 + CAP_WARNING_INTERVAL);
+        let line = w.report(due).expect("the count");
+        assert_eq!(
+            line,
+            "connection cap of 8 reached; answered 503 to 1000 connections in the last 10.0 s"
+        );
+        assert_eq!(w.due(), None);
+        assert_eq!(w.report(due + CAP_WARNING_INTERVAL), None);
+        // After a quiet spell the next rejection is logged at once again.
+        let later = due + 3 * CAP_WARNING_INTERVAL;
+        let line = w.rejected(later).expect("logged at once");
+        assert!(
+            line.ends_with("answered 503 to 1 connection in the last 30.0 s"),
+            "{line}"
+        );
+        assert_eq!(w.rejected(later), None);
+        assert_eq!(w.due(), Some(later + CAP_WARNING_INTERVAL));
+    }
 
     /// A peer that never reads: once the pipe is full, the write waits, and
     /// after the write timeout (paused clock) it fails instead of waiting

@@ -2,6 +2,7 @@
 //! socket file's life.
 
 use std::io;
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -63,12 +64,41 @@ pub enum Listener {
 }
 
 /// Removes the socket file when dropped, so that a clean exit leaves no
-/// stale socket behind.
-pub struct SocketFile(PathBuf);
+/// stale socket behind; but only while the path still holds the socket this
+/// process bound (same device and inode, recorded right after `bind`). If
+/// another process put its own socket there meanwhile, that one stays.
+pub struct SocketFile {
+    path: PathBuf,
+    /// Device and inode of the file `bind` created.
+    id: (u64, u64),
+}
+
+impl SocketFile {
+    /// Records the file just bound at `path`.
+    fn bound(path: &Path) -> io::Result<SocketFile> {
+        let meta = std::fs::symlink_metadata(path)?;
+        Ok(SocketFile {
+            path: path.to_owned(),
+            id: (meta.dev(), meta.ino()),
+        })
+    }
+
+    /// Whether `path` still holds the socket this process bound.
+    fn is_ours(&self) -> bool {
+        std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.id)
+    }
+}
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if self.is_ours() {
+            let _ = std::fs::remove_file(&self.path);
+        } else {
+            tracing::warn!(
+                "{} is no longer the socket this process bound; leaving it",
+                self.path.display()
+            );
+        }
     }
 }
 
@@ -103,7 +133,8 @@ impl Listener {
             ListenAddr::Unix(path) => {
                 remove_stale_socket(path).await?;
                 let listener = UnixListener::bind(path)?;
-                Ok(Listener::Unix(listener, SocketFile(path.clone())))
+                let file = SocketFile::bound(path)?;
+                Ok(Listener::Unix(listener, file))
             }
         }
     }
@@ -116,7 +147,7 @@ impl Listener {
         match self {
             Listener::Tcp(_) => Ok(()),
             Listener::Unix(_, file) => {
-                std::fs::set_permissions(&file.0, std::fs::Permissions::from_mode(mode))
+                std::fs::set_permissions(&file.path, std::fs::Permissions::from_mode(mode))
             }
         }
     }
@@ -128,7 +159,7 @@ impl Listener {
                 Ok(a) => format!("http://{a}"),
                 Err(_) => "tcp".into(),
             },
-            Listener::Unix(_, file) => format!("unix:{}", file.0.display()),
+            Listener::Unix(_, file) => format!("unix:{}", file.path.display()),
         }
     }
 
@@ -151,18 +182,88 @@ impl Listener {
     }
 }
 
+/// Clears the way for binding a unix socket at `path`: nothing there is
+/// fine, and a socket file whose listener is gone (a stream connect is
+/// refused, as after a crash) is removed. Anything else is an error that
+/// names the path and what is there, and nothing is deleted: a regular file
+/// (`--listen unix:routes.yaml` must not delete the config), a directory, a
+/// symlink (even to a socket: whose socket it is cannot be told), a socket
+/// that accepts connections (another process serves there), or a live
+/// socket of another type (a datagram socket such as `/dev/log` answers a
+/// stream connect with EPROTOTYPE, not ECONNREFUSED).
 async fn remove_stale_socket(path: &Path) -> io::Result<()> {
-    if !path.exists() {
-        return Ok(());
-    }
-    if UnixStream::connect(path).await.is_ok() {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let shown = path.display();
+    if !meta.file_type().is_socket() {
         return Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!("{} is in use by a running process", path.display()),
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{shown} is {}, not a socket; only a stale socket is replaced, so nothing \
+                 was removed",
+                describe_file_type(meta.file_type())
+            ),
         ));
     }
-    tracing::info!("removing stale socket {}", path.display());
-    std::fs::remove_file(path)
+    match UnixStream::connect(path).await {
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{shown} is in use by a running process"),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            // Still the file we looked at, not one bound in the meantime.
+            let now = std::fs::symlink_metadata(path)?;
+            if (now.dev(), now.ino()) != (meta.dev(), meta.ino()) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{shown} was replaced while starting; not removing it"),
+                ));
+            }
+            tracing::info!("removing stale socket {shown}");
+            std::fs::remove_file(path)
+        }
+        // EPROTOTYPE: a live socket of another type (datagram, seqpacket).
+        Err(e) if e.raw_os_error() == Some(EPROTOTYPE) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "{shown} is a live datagram (or other non-stream) socket of another \
+                 process; not removing it"
+            ),
+        )),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("{shown} is a socket that cannot be checked ({e}); not removing it"),
+        )),
+    }
+}
+
+/// EPROTOTYPE ("protocol wrong type for socket"): what a stream connect to
+/// a bound datagram or seqpacket socket answers.
+#[cfg(target_os = "linux")]
+const EPROTOTYPE: i32 = 91;
+#[cfg(not(target_os = "linux"))]
+const EPROTOTYPE: i32 = 41;
+
+/// What a file type is, for an error message: "a regular file".
+fn describe_file_type(t: std::fs::FileType) -> &'static str {
+    if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_file() {
+        "a regular file"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else {
+        "something"
+    }
 }
 
 /// A TCP listener on `addr`. `SO_REUSEADDR` lets a restarted gateway bind

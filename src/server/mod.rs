@@ -52,10 +52,20 @@ pub async fn serve(
     let stop = CancellationToken::new();
     // Connections served so far (within the cap), for the shutdown line.
     let mut accepted: u64 = 0;
+    // Connections answered 503 at the cap, logged once per interval.
+    let mut cap_warnings = conn::CapWarnings::new(max_connections);
     tokio::pin!(shutdown);
     let result = loop {
+        let warning_due = cap_warnings.due();
         tokio::select! {
             () = &mut shutdown => break Ok(()),
+            () = tokio::time::sleep_until(warning_due.unwrap_or_else(tokio::time::Instant::now)),
+                if warning_due.is_some() =>
+            {
+                if let Some(line) = cap_warnings.report(tokio::time::Instant::now()) {
+                    tracing::warn!("{line}");
+                }
+            }
             next = listener.accept() => match next {
                 Ok((stream, peer)) => {
                     match server.slots.clone().try_acquire_owned() {
@@ -64,7 +74,10 @@ pub async fn serve(
                             tasks.spawn(server.clone().serve(stream, peer, permit, stop.clone()));
                         }
                         Err(_) => {
-                            tasks.spawn(conn::reject(stream, peer, max_connections));
+                            if let Some(line) = cap_warnings.rejected(tokio::time::Instant::now()) {
+                                tracing::warn!("{line}");
+                            }
+                            tasks.spawn(conn::reject(stream, peer));
                         }
                     }
                 }
@@ -81,6 +94,10 @@ pub async fn serve(
     };
     // No new connections from here on; a unix socket's file goes with it.
     drop(listener);
+    // Rejections not yet logged are not lost at exit.
+    if let Some(line) = cap_warnings.report(tokio::time::Instant::now()) {
+        tracing::warn!("{line}");
+    }
     let open = max_connections - server.slots.available_permits();
     // The totals let a test (or an operator) match answers to connections.
     tracing::info!(

@@ -763,3 +763,142 @@ async fn reserved_paths_are_not_rooms() {
         assert!(r.header("location").is_none(), "{path}");
     }
 }
+
+/// Writes `request` byte for byte to the gateway and reads the whole
+/// answer (the request should ask for `Connection: close`, or be HTTP/1.0).
+/// Returns the status and the answer as text.
+async fn raw_exchange(gate: &Gate, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = gate.base.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(BOUND, tcp.read_to_end(&mut buf))
+        .await
+        .expect("answer in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// RFC 9112 §3.2.2: in an absolute-form target (`GET http://host/path`, as
+/// sent to proxies), the target's authority is the host and the Host header
+/// is ignored. So links built from the host (previews, QR codes, the status
+/// page) use the target's authority, not a different Host.
+#[tokio::test]
+async fn absolute_form_targets_use_their_own_authority() {
+    let (primary, _backup, gate) = healthy_setup(&rooms("", "")).await;
+    // The redirect itself: routed by the target's path.
+    let (status, answer) = raw_exchange(
+        &gate,
+        "GET http://rooms.example/Lounge HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 302, "{answer}");
+    assert!(
+        answer.contains(&format!("\r\nlocation: {}/Lounge\r\n", primary.url())),
+        "{answer}"
+    );
+    // A link preview's URL.
+    let (status, answer) = raw_exchange(
+        &gate,
+        "GET http://rooms.example:8080/Lounge HTTP/1.1\r\nHost: evil.example\r\n\
+         User-Agent: Twitterbot/1.0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer.contains("content=\"http://rooms.example:8080/Lounge\""),
+        "{answer}"
+    );
+    assert!(!answer.contains("evil.example"), "{answer}");
+    // The status page's short links.
+    let (status, answer) = raw_exchange(
+        &gate,
+        "GET http://rooms.example/ HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer.contains("http://rooms.example/<wbr>Lounge"),
+        "{answer}"
+    );
+    assert!(!answer.contains("evil.example"), "{answer}");
+    // An authority that is not a host (userinfo) gives no link, rather than
+    // falling back to the Host header.
+    let (status, answer) = raw_exchange(
+        &gate,
+        "GET http://evil@rooms.example/_/qr/Lounge.svg HTTP/1.1\r\nHost: evil.example\r\n\
+         Connection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request without a Host header, or with more
+/// than one Host line, gets 400. HTTP/1.0 predates Host and is served.
+#[tokio::test]
+async fn http11_requests_need_exactly_one_host() {
+    let (primary, _backup, gate) = healthy_setup(&rooms("", "")).await;
+    let want = format!("\r\nlocation: {}/Lounge\r\n", primary.url());
+    for request in [
+        "GET /Lounge HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GET http://rooms.example/Lounge HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GET /Lounge HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+    ] {
+        let (status, answer) = raw_exchange(&gate, request).await;
+        assert_eq!(status, 400, "{request:?}: {answer}");
+        assert!(
+            !answer.to_ascii_lowercase().contains("\r\nlocation:"),
+            "{answer}"
+        );
+    }
+    for request in [
+        "GET /Lounge HTTP/1.0\r\n\r\n",
+        "GET /Lounge HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+        // An empty Host is what RFC 9112 asks of a client without a host.
+        "GET /Lounge HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n",
+    ] {
+        let (status, answer) = raw_exchange(&gate, request).await;
+        assert_eq!(status, 302, "{request:?}: {answer}");
+        assert!(answer.contains(&want), "{answer}");
+    }
+}
+
+/// With `site.public_url` set, that URL's path is the prefix of the 404
+/// page's links, whatever `X-Forwarded-Prefix` a proxy sends; the header
+/// would otherwise send clients somewhere the configured URL does not lead.
+#[tokio::test]
+async fn with_public_url_404_links_ignore_the_forwarded_prefix() {
+    let primary = StandIn::http(Mode::Healthy).await;
+    let backup = StandIn::http(Mode::Healthy).await;
+    let yaml = format!(
+        "site:\n  public_url: https://rooms.example/gate/\n{}",
+        config(&primary.url(), &backup.url(), &rooms("", ""))
+    );
+    let gate = Gate::start(&yaml).await;
+    // From loopback, a trusted proxy by default.
+    let forwarded = ("x-forwarded-prefix", "/elsewhere");
+    let r = get(&gate.url("/Nope"), &[forwarded]).await;
+    assert_eq!(r.status, 404);
+    for name in ["Lounge", "Hackcenter", "Cave"] {
+        assert!(
+            r.body.lines().any(|l| l == format!("/gate/{name}")),
+            "{name} in {}",
+            r.body
+        );
+    }
+    assert!(!r.body.contains("/elsewhere"), "{}", r.body);
+    // A path too deep for relative links gets links from the prefix.
+    let deep = "/a".repeat(20);
+    let r = get(&gate.url(&deep), &[forwarded, ("accept", BROWSER_ACCEPT)]).await;
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("href=\"/gate/Lounge\""), "{}", r.body);
+    assert!(!r.body.contains("/elsewhere"), "{}", r.body);
+}

@@ -316,3 +316,91 @@ async fn a_unix_socket_in_use_is_not_taken_over() {
     // The other process keeps its socket.
     assert!(socket.exists());
 }
+
+/// Runs `serve --listen unix:<path>` where something that is not a stale
+/// stream socket is in the way: the process must exit non-zero at once,
+/// with an error that names the path and `what` is there.
+async fn refuses_to_replace(config: &Path, path: &Path, what: &str) {
+    let mut gate = GateProcess::spawn(
+        config,
+        config.parent().unwrap(),
+        &format!("unix:{}", path.display()),
+    );
+    let exit = gate.wait_exit(EXIT_BOUND).await;
+    let log = gate.log_text();
+    let exit = exit.unwrap_or_else(|| panic!("still running with {what} at the path:\n{log}"));
+    assert!(!exit.success(), "started over {what}:\n{log}");
+    assert!(
+        log.contains(&path.display().to_string()) && log.contains(what),
+        "the error names neither the path nor {what}:\n{log}"
+    );
+}
+
+/// `--listen unix:PATH` replaces only a stale socket of its own kind: a
+/// typo that names the config, a directory, a symlink (even to a stale
+/// socket) and a live datagram socket (like `/dev/log`, which answers a
+/// stream connect with EPROTOTYPE, not ECONNREFUSED) are errors, and each
+/// is left exactly as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unix_listen_path_that_is_not_a_stale_socket_is_left_alone() {
+    let (_primary, _backup, dir, config, _socket) = unix_setup().await;
+
+    // `--listen unix:routes.yaml`: the config itself.
+    let before = std::fs::read_to_string(&config).unwrap();
+    refuses_to_replace(&config, &config, "regular file").await;
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), before);
+
+    let subdir = dir.path().join("sub");
+    std::fs::create_dir(&subdir).unwrap();
+    refuses_to_replace(&config, &subdir, "directory").await;
+    assert!(subdir.is_dir());
+
+    // A symlink to a stale socket: neither the link nor its target goes.
+    let stale = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let link = dir.path().join("link.sock");
+    std::os::unix::fs::symlink(&stale, &link).unwrap();
+    refuses_to_replace(&config, &link, "symbolic link").await;
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(stale.exists());
+
+    // A live datagram socket keeps working for its owner.
+    let dgram_path = dir.path().join("log.sock");
+    let dgram = std::os::unix::net::UnixDatagram::bind(&dgram_path).unwrap();
+    refuses_to_replace(&config, &dgram_path, "datagram").await;
+    let sender = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    sender.send_to(b"still here", &dgram_path).unwrap();
+    let mut buf = [0u8; 16];
+    let n = dgram.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"still here");
+}
+
+/// At exit the socket file is removed only if it is still the one this
+/// process bound: one that another process put at the path meanwhile stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_replaced_while_serving_is_left_at_exit() {
+    let (_primary, _backup, _dir, config, socket) = unix_setup().await;
+    let mut gate = GateProcess::spawn(
+        &config,
+        config.parent().unwrap(),
+        &format!("unix:{}", socket.display()),
+    );
+    assert!(
+        gate.wait_log("listening on unix:", Duration::from_secs(10))
+            .await
+            .is_some(),
+        "{}",
+        gate.log_text()
+    );
+    // Someone (a second instance, an operator) takes the path over.
+    std::fs::remove_file(&socket).unwrap();
+    let theirs = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    gate.signal("TERM");
+    assert!(gate.wait_exit(EXIT_BOUND).await.expect("exits").success());
+    assert!(socket.exists(), "the other process's socket was removed");
+    let _client = std::os::unix::net::UnixStream::connect(&socket).expect("still served");
+    drop(theirs);
+}

@@ -280,7 +280,11 @@ fn answer(fx: &Fixture, target: &str) -> Option<(u16, Option<Vec<u8>>)> {
     // hyper parses the request target into a `Uri` too, and rejects what
     // this rejects.
     let uri: Uri = target.parse().ok()?;
-    let req = Request::get(uri).body(()).unwrap();
+    // An HTTP/1.1 request carries a Host, as hyper's client sends it.
+    let req = Request::get(uri)
+        .header("host", "gateway.example")
+        .body(())
+        .unwrap();
     let resp = fx.rt.block_on(roomgate::http::handle(&fx.gw, &PEER, req));
     let locs: Vec<_> = resp.headers().get_all("location").iter().collect();
     assert!(locs.len() <= 1, "{target:?}: {} Locations", locs.len());
