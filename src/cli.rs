@@ -349,7 +349,7 @@ async fn run_probe(file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             Ok(()) => ("up", "ok".to_owned()),
             Err(e) => {
                 all_up = false;
-                ("down", e.0)
+                ("down", e.into_string())
             }
         };
         println!(

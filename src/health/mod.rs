@@ -12,7 +12,7 @@ mod resolve;
 
 pub use history::History;
 pub use monitor::ServerHandle;
-pub use probe::{Probe, ProbeError, ServerProbe};
+pub use probe::{Probe, ProbeError, ServerProbe, MAX_ERROR_CHARS};
 
 use std::time::{Duration, SystemTime};
 

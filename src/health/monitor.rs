@@ -135,7 +135,7 @@ impl<P: Probe> Prober<P> {
                     .await
                 {
                     Ok(outcome) => outcome,
-                    Err(_) => Err(ProbeError("the probe did not end in time".to_owned())),
+                    Err(_) => Err(ProbeError::new("the probe did not end in time")),
                 };
             self.record(outcome, started.elapsed());
             // Once a change is under way, confirm or refute it quickly.
@@ -185,7 +185,7 @@ impl<P: Probe> Prober<P> {
             since: self.since,
             last_check: now,
             latency: outcome.is_ok().then_some(took),
-            error: outcome.err().map(|e| e.0),
+            error: outcome.err().map(ProbeError::into_string),
             expires: Instant::now() + self.check.interval * TTL_INTERVALS + self.check.timeout,
         };
         self.latest.send_replace(Some(Arc::new(health)));
@@ -254,7 +254,7 @@ mod tests {
             if ok {
                 Ok(())
             } else {
-                Err(ProbeError("BOSH answered 502".into()))
+                Err(ProbeError::new("BOSH answered 502"))
             }
         }
     }

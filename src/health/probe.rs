@@ -44,14 +44,106 @@ pub trait Probe: Send + Sync + 'static {
     fn probe(&self) -> impl Future<Output = Result<(), ProbeError>> + Send;
 }
 
+/// Longest text a [`ProbeError`] carries, in characters (escapes and the
+/// cut mark included). Every such text ends up in a log line, on `/` and in
+/// `/status.json` for every server, so a server that answers with a
+/// megabyte-long BOSH `condition` must not make every page a megabyte.
+pub const MAX_ERROR_CHARS: usize = 200;
+
+/// Marks where `bounded_text` cut a text.
+const CUT_MARK: char = '\u{2026}';
+
 /// Why a probe failed, in words fit for a log line and the status page.
+///
+/// Its text is partly what the probed server said (a BOSH `condition`, or
+/// names from its certificate inside a TLS error), so it is data, never
+/// trusted: [`ProbeError::new`], the only way to make one, escapes control
+/// characters (a newline would forge a log line) and bounds the length.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProbeError(pub String);
+pub struct ProbeError(String);
+
+impl ProbeError {
+    /// A probe error saying `text`, made safe by `bounded_text`.
+    pub fn new(text: impl AsRef<str>) -> ProbeError {
+        ProbeError(bounded_text(text.as_ref(), MAX_ERROR_CHARS))
+    }
+
+    /// The text, escaped and bounded.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The text, escaped and bounded.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
 
 impl fmt::Display for ProbeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// `text` fit for one log line and a page: characters that could break or
+/// fake a line, or reorder what a terminal shows, are escaped (`\n`, `\r`,
+/// `\t`, otherwise `\u{..}`), and the result is at most `max` characters
+/// (`max` >= 1): a longer one is cut between characters, never inside an
+/// escape, and ends with `…`. The text is looked at only as far as needed,
+/// so a huge one costs no more than a short one.
+fn bounded_text(text: &str, max: usize) -> String {
+    let max = max.max(1);
+    let mut out = String::with_capacity(text.len().min(max.saturating_mul(4)));
+    // Characters in `out`, and the length of `out` at the last place where
+    // the cut mark still fits.
+    let mut chars = 0;
+    let mut cut = None;
+    for c in text.chars() {
+        let before = out.len();
+        let added = push_escaped(&mut out, c);
+        if cut.is_none() && chars + added > max - 1 {
+            cut = Some(before);
+        }
+        chars += added;
+        if chars > max {
+            out.truncate(cut.unwrap_or(0));
+            out.push(CUT_MARK);
+            return out;
+        }
+    }
+    out
+}
+
+/// Whether `c` must not appear as itself in a log line: C0 and C1 controls
+/// and DEL, the Unicode line and paragraph separators (some viewers break
+/// lines there), and the bidirectional overrides and isolates (they make a
+/// terminal show text in another order than it has).
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// Appends `c`, escaped if it must be; returns the characters appended.
+fn push_escaped(out: &mut String, c: char) -> usize {
+    use std::fmt::Write as _;
+    if !needs_escape(c) {
+        out.push(c);
+        return 1;
+    }
+    let before = out.len();
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        _ => {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        }
+    }
+    // Escapes are ASCII: bytes are characters.
+    out.len() - before
 }
 
 impl std::error::Error for ProbeError {}
@@ -109,7 +201,7 @@ impl ServerProbe {
             .send(Method::GET, &format!("{}/config.js", self.base), None)
             .await?;
         if config_js.0 != StatusCode::OK {
-            return Err(ProbeError(format!(
+            return Err(ProbeError::new(format!(
                 "config.js answered {}",
                 config_js.0.as_u16()
             )));
@@ -125,11 +217,14 @@ impl ServerProbe {
         );
         let (status, body) = conn.send(Method::POST, &bind, Some(create)).await?;
         if status != StatusCode::OK {
-            return Err(ProbeError(format!("BOSH answered {}", status.as_u16())));
+            return Err(ProbeError::new(format!(
+                "BOSH answered {}",
+                status.as_u16()
+            )));
         }
         let body = String::from_utf8_lossy(&body);
         if !body.contains("<stream:features") {
-            return Err(ProbeError(describe_bosh_refusal(&body)));
+            return Err(ProbeError::new(describe_bosh_refusal(&body)));
         }
         // End the session so that probes leave no half-open sessions behind
         // in Prosody. Whether it works does not change the verdict, and it
@@ -164,14 +259,14 @@ impl ServerProbe {
             .send(Method::GET, &format!("{}{path}", self.base), None)
             .await?;
         if !expect.contains(status.as_u16()) {
-            return Err(ProbeError(format!(
+            return Err(ProbeError::new(format!(
                 "{path} answered {} (expected {expect})",
                 status.as_u16()
             )));
         }
         if let Some(needle) = body_contains {
             if !String::from_utf8_lossy(&body).contains(needle) {
-                return Err(ProbeError(format!(
+                return Err(ProbeError::new(format!(
                     "{path} answered {} without the expected text",
                     status.as_u16()
                 )));
@@ -199,7 +294,7 @@ impl Probe for ServerProbe {
         };
         match tokio::time::timeout_at(deadline, work).await {
             Ok(result) => result,
-            Err(_) => Err(ProbeError(format!(
+            Err(_) => Err(ProbeError::new(format!(
                 "no answer within {}",
                 humantime::format_duration(self.timeout)
             ))),
@@ -278,7 +373,7 @@ impl<'a> Conn<'a> {
     ) -> Result<(StatusCode, Bytes), ProbeError> {
         let uri: Uri = url
             .parse()
-            .map_err(|e| ProbeError(format!("bad probe URL {url}: {e}")))?;
+            .map_err(|e| ProbeError::new(format!("bad probe URL {url}: {e}")))?;
         let sender = match self.sender.take() {
             Some(s) if !s.is_closed() => s,
             _ => self.connect(uri.clone()).await?,
@@ -287,7 +382,7 @@ impl<'a> Conn<'a> {
         sender
             .ready()
             .await
-            .map_err(|e| ProbeError(format!("connection lost: {}", chain(&e))))?;
+            .map_err(|e| ProbeError::new(format!("connection lost: {}", chain(&e))))?;
         let host = uri.authority().map(|a| a.as_str()).unwrap_or_default();
         let mut req = Request::builder()
             .method(method)
@@ -299,16 +394,16 @@ impl<'a> Conn<'a> {
         }
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| ProbeError(format!("bad probe request: {e}")))?;
+            .map_err(|e| ProbeError::new(format!("bad probe request: {e}")))?;
         let resp = sender
             .send_request(req)
             .await
-            .map_err(|e| ProbeError(format!("request failed: {}", chain(&e))))?;
+            .map_err(|e| ProbeError::new(format!("request failed: {}", chain(&e))))?;
         let status = resp.status();
         let body = Limited::new(resp.into_body(), MAX_BODY)
             .collect()
             .await
-            .map_err(|e| ProbeError(format!("reading the answer failed: {e}")))?
+            .map_err(|e| ProbeError::new(format!("reading the answer failed: {e}")))?
             .to_bytes();
         self.sender = Some(sender);
         Ok((status, body))
@@ -318,14 +413,14 @@ impl<'a> Conn<'a> {
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx))
             .await
-            .map_err(|e| ProbeError(format!("connect: {}", chain(e.as_ref()))))?;
+            .map_err(|e| ProbeError::new(format!("connect: {}", chain(e.as_ref()))))?;
         let io = connector
             .call(uri)
             .await
-            .map_err(|e| ProbeError(format!("connect: {}", chain(e.as_ref()))))?;
+            .map_err(|e| ProbeError::new(format!("connect: {}", chain(e.as_ref()))))?;
         let (sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
-            .map_err(|e| ProbeError(format!("HTTP handshake: {}", chain(&e))))?;
+            .map_err(|e| ProbeError::new(format!("HTTP handshake: {}", chain(&e))))?;
         self.driver = Some(AbortOnDrop(tokio::spawn(async move {
             let _ = conn.await;
         })));
@@ -368,6 +463,65 @@ mod tests {
         let unknown = "<body type='terminate' condition='host-unknown' xmlns='http://jabber.org/protocol/httpbind'/>";
         assert!(describe_bosh_refusal(unknown).contains("host-unknown"));
         assert!(describe_bosh_refusal("<html>Wartung</html>").contains("maintenance"));
+    }
+
+    #[test]
+    fn server_text_cannot_forge_a_log_line() {
+        let forged = "<body type='terminate' condition='x\n2025-01-01T00:00:00Z  INFO roomgate: primary up\r\u{1b}[2J' xmlns='http://jabber.org/protocol/httpbind'/>";
+        let e = ProbeError::new(describe_bosh_refusal(forged));
+        assert_eq!(
+            e.as_str(),
+            "BOSH refused the session: x\\n2025-01-01T00:00:00Z  INFO roomgate: primary up\\r\\u{1b}[2J"
+        );
+        // Tab, DEL, C1, line separator, a bidi override.
+        assert_eq!(
+            bounded_text("a\tb\u{7f}c\u{85}d\u{2028}e\u{202e}f", 100),
+            "a\\tb\\u{7f}c\\u{85}d\\u{2028}e\\u{202e}f"
+        );
+        // Plain text, even non-ASCII, is left as it is.
+        assert_eq!(
+            bounded_text("Wartung: bald zurück ✓", 100),
+            "Wartung: bald zurück ✓"
+        );
+    }
+
+    #[test]
+    fn server_text_is_bounded() {
+        let huge = format!(
+            "<body type='terminate' condition='{}' xmlns='http://jabber.org/protocol/httpbind'/>",
+            "ä".repeat(1_000_000)
+        );
+        let e = ProbeError::new(describe_bosh_refusal(&huge));
+        assert_eq!(e.as_str().chars().count(), MAX_ERROR_CHARS);
+        assert!(e.as_str().starts_with("BOSH refused the session: ää"));
+        assert!(e.as_str().ends_with("ä\u{2026}"));
+        // Exactly at the bound: not cut. One more: cut, mark included.
+        assert_eq!(bounded_text("abcde", 5), "abcde");
+        assert_eq!(bounded_text("abcdef", 5), "abcd\u{2026}");
+        // An escape is never cut in half.
+        assert_eq!(bounded_text("abc\u{1b}", 9), "abc\\u{1b}");
+        assert_eq!(bounded_text("abc\u{1b}x", 9), "abc\u{2026}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn bounded_text_is_safe_and_short(text in "(?s).{0,300}", max in 1usize..260) {
+            let out = bounded_text(&text, max);
+            proptest::prop_assert!(out.chars().count() <= max, "{:?}", out);
+            proptest::prop_assert!(!out.chars().any(needs_escape), "{:?}", out);
+            // Escaping alone, with no bound that bites, loses nothing.
+            let full = bounded_text(&text, usize::MAX / 2);
+            if full.chars().count() <= max {
+                proptest::prop_assert_eq!(&out, &full);
+            } else {
+                // Cut: a prefix of the escaped text, then the mark.
+                let kept = out.strip_suffix(CUT_MARK).expect("a cut is marked");
+                proptest::prop_assert!(full.starts_with(kept));
+            }
+            if !text.chars().any(needs_escape) {
+                proptest::prop_assert!(text.starts_with(out.strip_suffix(CUT_MARK).unwrap_or(&out)));
+            }
+        }
     }
 
     #[test]

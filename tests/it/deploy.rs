@@ -207,7 +207,9 @@ fn deployment_shape_and_configmap_routes_are_valid() {
         .collect();
     let (listen, config, extra) = serve_args(&args);
     assert_eq!(config, format!("{mount}/routes.yaml"));
-    assert!(extra.is_empty(), "{extra:?}");
+    // The connection cap that fits the memory limit (see
+    // deployment_connection_cap_fits_its_memory_limit), and nothing else.
+    assert_eq!(extra, ["--max-connections", "2500"], "{extra:?}");
     assert_eq!(listen, "0.0.0.0:8080");
 
     // The Service reaches the container port.
@@ -276,6 +278,176 @@ async fn deployment_command_line_serves_its_probes() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// Bytes in a Kubernetes memory quantity such as `64Mi` or `100M`.
+fn quantity_bytes(q: &str) -> u64 {
+    let split = q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len());
+    let (digits, unit) = q.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .unwrap_or_else(|e| panic!("quantity {q}: {e}"));
+    let scale = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        _ => panic!("quantity {q}: unit {unit:?}"),
+    };
+    n * scale
+}
+
+/// Resident memory of `pid` in bytes, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
+/// A connection to `addr` that has made one request (`GET /Lounge`) and
+/// read the whole answer: what an idle keep-alive client leaves behind.
+async fn after_one_request(addr: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(b"GET /Lounge HTTP/1.1\r\nHost: rooms.example\r\n\r\n")
+        .await
+        .expect("send");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut buf).await.expect("read");
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&answer);
+        if let Some(end) = text.find("\r\n\r\n") {
+            assert!(text.starts_with("HTTP/1.1 302 "), "{text}");
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .expect("content-length");
+            if answer.len() >= end + 4 + length {
+                return conn;
+            }
+        }
+    }
+}
+
+/// The Deployment's connection cap fits its memory limit: the command line
+/// the container runs, holding idle keep-alive connections that each made
+/// one request (this binary is the debug build, whose connections cost a
+/// little more than the release build's), up to the cap or 3,000. At the
+/// cap the process must fit the limit, and the connections alone must take
+/// at most two thirds of it: the rest is the process itself and busy
+/// connections. One connection more gets the cap's 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_connection_cap_fits_its_memory_limit() {
+    const SAMPLE: usize = 3_000;
+    let deployment = manifest("kubernetes/deployment.yaml");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<String> = container["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    let (_, _, extra) = serve_args(&args);
+    let cap = extra
+        .windows(2)
+        .find(|w| w[0] == "--max-connections")
+        .map(|w| w[1].parse::<u64>().expect("a number"))
+        .unwrap_or(roomgate::server::MAX_CONNECTIONS as u64);
+    let limit = quantity_bytes(
+        container["resources"]["limits"]["memory"]
+            .as_str()
+            .expect("a memory limit"),
+    );
+    let held = cap.min(SAMPLE as u64);
+    let fds = rlimit::increase_nofile_limit(u64::MAX).expect("raise RLIMIT_NOFILE");
+    assert!(fds > held + 100, "open file limit {fds} is too low");
+
+    let (_primary, _backup, dir, config) = healthy_pair().await;
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let gate = GateProcess::spawn_with(&config, dir.path(), "127.0.0.1:0", &extra, "info");
+    let line = gate
+        .wait_log("listening on http://", BOUND)
+        .await
+        .unwrap_or_else(|| panic!("{}", gate.log_text()));
+    let addr = line[line.find("http://").unwrap() + "http://".len()..]
+        .trim()
+        .to_owned();
+    let pid = gate.pid().expect("running");
+    // Warm up: the first requests wait for the first probes.
+    for _ in 0..3 {
+        drop(after_one_request(&addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = rss_bytes(pid);
+    let mut conns = Vec::new();
+    for _ in 0..held {
+        conns.push(after_one_request(&addr).await);
+    }
+    // Well within the 10 s header read timeout that closes idle ones.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = rss_bytes(pid);
+    let per_connection = after.saturating_sub(before) / held;
+    let at_cap = after + (cap - held) * per_connection;
+    let connections = cap * per_connection;
+    println!(
+        "{held} idle connections: RSS {} kB -> {} kB, {per_connection} bytes each; \
+         at the cap of {cap}: {} kB, connections {} kB, limit {} kB",
+        before / 1024,
+        after / 1024,
+        at_cap / 1024,
+        connections / 1024,
+        limit / 1024
+    );
+    assert!(
+        at_cap <= limit,
+        "at the cap of {cap} connections roomgate needs {} kB, over the limit of {} kB",
+        at_cap / 1024,
+        limit / 1024
+    );
+    assert!(
+        connections <= limit * 2 / 3,
+        "{cap} connections take {} kB, more than two thirds of the limit of {} kB",
+        connections / 1024,
+        limit / 1024
+    );
+
+    if held == cap {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        let _ = conn
+            .write_all(b"GET /Lounge HTTP/1.1\r\nHost: rooms.example\r\n\r\n")
+            .await;
+        let mut answer = Vec::new();
+        tokio::time::timeout(BOUND, conn.read_to_end(&mut answer))
+            .await
+            .expect("answered and closed in time")
+            .expect("read");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
+    }
+    // All of them were still open: none was closed to make room.
+    let closed = conns
+        .iter()
+        .filter(|c| {
+            let mut buf = [0u8; 1];
+            !matches!(c.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        })
+        .count();
+    assert_eq!(closed, 0, "idle connections closed early");
 }
 
 /// Every file in deploy/ is named by a test (this file or tests/nginx.rs),

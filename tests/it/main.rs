@@ -16,6 +16,7 @@ mod lifecycle_under_load;
 mod load;
 mod nginx;
 mod open_redirect;
+mod probed_text;
 mod server_core;
 mod skip_selftest;
 mod standin_selftest;

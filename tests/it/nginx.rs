@@ -690,6 +690,123 @@ async fn reloads_of_nginx_and_roomgate_lose_no_request() {
     assert_eq!(reloads(&metrics, "failure"), 0, "{metrics}");
 }
 
+/// A request target of `len` bytes for room Lounge, as Jitsi's token
+/// links make them: `/Lounge?jwt=` and a token.
+fn jwt_target(len: usize) -> String {
+    let head = "/Lounge?jwt=";
+    let token: String = "eyJhbGciOiJSUzI1NiJ9.0123456789-_abcdefXYZ"
+        .chars()
+        .cycle()
+        .take(len - head.len())
+        .collect();
+    format!("{head}{token}")
+}
+
+/// Every target roomgate accepts (up to `MAX_URI_LEN` bytes) passes through
+/// both front files, and one byte more is roomgate's 414, never nginx's
+/// 502. roomgate's redirect echoes the query in its Location, so its answer
+/// head grows with the target: with nginx's default `proxy_buffer_size`
+/// (one memory page) such heads were "upstream sent too big header".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_longest_accepted_target_passes_through_nginx() {
+    if !nginx_available() {
+        return;
+    }
+    let max = roomgate::http::MAX_URI_LEN;
+    let primary = StandIn::http(Mode::Healthy).await;
+    let backup = StandIn::http(Mode::Healthy).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &primary, &backup);
+    let gate = GateProcess::start(&config, dir.path()).await;
+    wait_state(&gate.url("/status.json"), "primary", "up", BOUND).await;
+    let site = site(dir.path());
+    let prefix_port = free_port();
+    let http = format!(
+        "include @DIR@/roomgate-upstream.conf;
+include @DIR@/roomgate-site.conf;
+server {{
+    listen 127.0.0.1:{prefix_port};
+    server_name {PREFIX_HOST};
+    include @DIR@/roomgate-prefix.conf;
+}}"
+    );
+    let nginx = Nginx::start(
+        &http,
+        &[
+            ("roomgate-upstream.conf", &upstream_tcp(port_of(&gate.base))),
+            ("roomgate-site.conf", &site.conf),
+            (
+                "roomgate-prefix.conf",
+                &deploy_file("nginx/roomgate-prefix.conf"),
+            ),
+        ],
+        site.https,
+    )
+    .await;
+    let prefixed = |target: &str| {
+        Req::get(&format!("http://127.0.0.1:{prefix_port}/raum{target}"))
+            .header("host", PREFIX_HOST)
+    };
+
+    let longest = jwt_target(max);
+    let too_long = jwt_target(max + 1);
+    assert_eq!(longest.len(), max);
+    // Straight to roomgate, for reference.
+    let r = get(&gate.url(&longest), &[]).await;
+    assert_eq!(r.status, 302);
+    assert_eq!(get(&gate.url(&too_long), &[]).await.status, 414);
+
+    // The host of its own, over TLS; then the prefix, which nginx strips,
+    // so roomgate sees the same targets.
+    for (front, req_longest, req_too_long) in [
+        ("site", site.get(&longest), site.get(&too_long)),
+        ("prefix", prefixed(&longest), prefixed(&too_long)),
+    ] {
+        let r = req_longest.send().await.unwrap();
+        assert_eq!(
+            r.status,
+            302,
+            "{front}: {} bytes: {}\n{}",
+            longest.len(),
+            r.body,
+            nginx.error_log()
+        );
+        assert_eq!(
+            r.header("location").unwrap(),
+            format!("{}{longest}", primary.url()),
+            "{front}"
+        );
+        let r = req_too_long.send().await.unwrap();
+        assert_eq!(
+            r.status,
+            414,
+            "{front}: {} bytes: {}\n{}",
+            too_long.len(),
+            r.body,
+            nginx.error_log()
+        );
+    }
+    // A 404 for a path of the longest length, and the move to https of the
+    // longest target, are nginx's and roomgate's own answers too.
+    let path = format!("/{}", "x".repeat(max - 1));
+    assert_eq!(site.get(&path).send().await.unwrap().status, 404);
+    let r = Req::get(&format!("http://127.0.0.1:{}{longest}", site.http))
+        .header("host", HOST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 301);
+    assert_eq!(
+        r.header("location").unwrap(),
+        format!("https://{HOST}{longest}")
+    );
+    assert!(
+        !nginx.error_log().contains("too big header"),
+        "{}",
+        nginx.error_log()
+    );
+}
+
 #[test]
 fn the_link_helpers_resolve_like_a_browser() {
     let o = "http://127.0.0.1:80";

@@ -4,7 +4,9 @@
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
-use crate::support::{FetchError, Leaf, Mode, Req, Resp, StandIn, TestCa};
+use crate::support::{
+    FetchError, Leaf, Mode, Req, Resp, StandIn, TestCa, FORGED_CONDITION, HUGE_CONDITION_LEN,
+};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -281,6 +283,30 @@ async fn prefix_serves_only_below_it() {
         404
     );
     assert_eq!(jitsi.counts().config_js, 1);
+}
+
+/// The hostile conditions arrive raw: a real newline in the attribute, and
+/// a megabyte of it, within the probe's 1 MiB body limit.
+#[tokio::test]
+async fn hostile_conditions_are_sent_as_they_are() {
+    let jitsi = StandIn::http(Mode::ForgedCondition).await;
+    let r = bosh(&jitsi.url(), &create_body("localhost")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.body.contains(&format!("condition='{FORGED_CONDITION}'")),
+        "{:?}",
+        r.body
+    );
+    assert!(FORGED_CONDITION.contains("\nFORGED "));
+
+    jitsi.set_mode(Mode::HugeCondition).await;
+    let r = bosh(&jitsi.url(), &create_body("localhost")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let start = r.body.find("condition='").expect("a condition") + "condition='".len();
+    let len = r.body[start..].find('\'').expect("its end");
+    assert_eq!(len, HUGE_CONDITION_LEN);
+    assert!(r.body.len() < 1024 * 1024, "{} bytes", r.body.len());
+    assert!(!r.body.contains("<stream:features"));
 }
 
 #[tokio::test]

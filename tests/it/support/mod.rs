@@ -26,7 +26,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 pub use gate::{healthy_pair, servers_yaml, two_server_yaml, Gate, GateProcess, FAST_CHECK};
-pub use standin::{Counts, Mode, Recorded, StandIn, StandInBuilder};
+pub use standin::{
+    Counts, Mode, Recorded, StandIn, StandInBuilder, FORGED_CONDITION, HUGE_CONDITION_LEN,
+};
 pub use tls::{Leaf, TestCa};
 
 /// Bound on a whole exchange unless [`Req::timeout`] says otherwise.

@@ -46,6 +46,14 @@ use super::tls::Leaf;
 
 const BOSH_NS: &str = "http://jabber.org/protocol/httpbind";
 
+/// The `condition` of [`Mode::ForgedCondition`]: after the newline, what
+/// roomgate's log lines look like, starting with the marker `FORGED`.
+pub const FORGED_CONDITION: &str =
+    "policy-violation\nFORGED 2025-01-01T00:00:00.000000Z  INFO roomgate: primary up\r\x1b[1A";
+
+/// The length of the `condition` of [`Mode::HugeCondition`]: 1 MB.
+pub const HUGE_CONDITION_LEN: usize = 1_000_000;
+
 /// How long `set_mode` waits for the listener to be closed or re-bound.
 const MODE_APPLY_BOUND: Duration = Duration::from_secs(5);
 /// Requests kept for `recent_requests`.
@@ -73,6 +81,14 @@ pub enum Mode {
     HostUnknown,
     /// `/http-bind` answers 200 with an HTML maintenance page.
     WrongBody,
+    /// `/http-bind` answers 200 with a terminate body whose `condition` is
+    /// [`FORGED_CONDITION`]: raw CR, LF and an ANSI escape that, logged as
+    /// they are, make a log line of their own.
+    ForgedCondition,
+    /// `/http-bind` answers 200 with a terminate body whose `condition` is
+    /// [`HUGE_CONDITION_LEN`] bytes long (just under the probe's 1 MiB body
+    /// limit, so the probe reads it all).
+    HugeCondition,
     /// `/http-bind` sends 200 headers at once, then the normal answer one
     /// byte per `slow_interval` (default 200 ms), so short timeouts expire
     /// mid-body. A session is created as in `Healthy`.
@@ -703,6 +719,8 @@ fn bosh(shared: &Shared, mode: Mode, method: &Method, body: &str) -> Answer {
         Mode::BoshDown => simple(StatusCode::BAD_GATEWAY, "text/html", &nginx_error_page(502)),
         Mode::WrongBody => simple(StatusCode::OK, "text/html; charset=utf-8", MAINTENANCE_PAGE),
         Mode::HostUnknown => xml(terminate_body(Some("host-unknown"))),
+        Mode::ForgedCondition => xml(terminate_body(Some(FORGED_CONDITION))),
+        Mode::HugeCondition => xml(terminate_body(Some(&"x".repeat(HUGE_CONDITION_LEN)))),
         Mode::SlowBody => Answer {
             // Only the body is slowed; the status and headers go out at once.
             trickle: Some(shared.slow_interval),
