@@ -212,7 +212,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading the config");
-            if let Err(e) = reloader.reload() {
+            if let Err(e) = reloader.reload().await {
                 tracing::error!("reload failed, keeping the running config: {e}");
             }
         }

@@ -138,28 +138,40 @@ impl Gateway {
 
     /// Reads the config source again and applies it. On error the running
     /// config stays and the error (with its position) is returned.
-    pub fn reload(&self) -> Result<(), ConfigError> {
+    ///
+    /// Reading and parsing run on a blocking thread, never on the
+    /// runtime's workers: whatever the file is or holds, probers and
+    /// requests go on meanwhile (`Config::load` bounds the work itself).
+    pub async fn reload(&self) -> Result<(), ConfigError> {
         let source = self.lock_source().clone();
-        let loaded = match &source {
-            ConfigSource::File(path) => Config::load(path).map(|c| (c, None)),
-            ConfigSource::Builtin(path) if path.exists() => {
-                Config::load(path).map(|c| (c, Some(ConfigSource::File(path.clone()))))
-            }
-            ConfigSource::Builtin(path) => {
-                tracing::info!(
-                    "reload: {} still does not exist; keeping the built-in routes",
-                    path.display()
-                );
-                self.metrics.reload(true);
-                return Ok(());
-            }
+        let shown = match &source {
+            ConfigSource::File(path) | ConfigSource::Builtin(path) => path.display().to_string(),
         };
+        let loading = tokio::task::spawn_blocking(move || match &source {
+            ConfigSource::File(path) => Config::load(path).map(|c| Some((c, None))),
+            ConfigSource::Builtin(path) if path.exists() => {
+                Config::load(path).map(|c| Some((c, Some(ConfigSource::File(path.clone())))))
+            }
+            ConfigSource::Builtin(_) => Ok(None),
+        });
+        let loaded = loading.await.unwrap_or_else(|e| {
+            // Only a bug in parsing gets here; the running config stays.
+            Err(ConfigError::Read {
+                file: shown.clone(),
+                source: std::io::Error::other(format!("reading the config failed: {e}")),
+            })
+        });
         match loaded {
-            Ok((config, new_source)) => {
+            Ok(Some((config, new_source))) => {
                 if let Some(new_source) = new_source {
                     *self.lock_source() = new_source;
                 }
                 self.apply(config);
+                self.metrics.reload(true);
+                Ok(())
+            }
+            Ok(None) => {
+                tracing::info!("reload: {shown} still does not exist; keeping the built-in routes");
                 self.metrics.reload(true);
                 Ok(())
             }

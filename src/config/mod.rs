@@ -22,8 +22,14 @@
 //! - `raw.rs`: the mappings and lists as the file writes them, and how they
 //!   resolve into the types here, defaults filled in;
 //! - `scalars.rs`: the single values, each checked where it stands: names,
-//!   server references, URLs, durations, counts, statuses, networks, paths.
+//!   server references, URLs, durations, counts, statuses, networks, paths;
+//! - `bounds.rs`: what is checked before parsing: a regular file, its size,
+//!   its nesting depth.
+//!
+//! Limits keep a file's cost bounded: [`MAX_FILE_BYTES`], [`MAX_NESTING`],
+//! [`MAX_ROOMS`], [`MAX_SERVERS`], [`MAX_DURATION`].
 
+mod bounds;
 mod raw;
 mod scalars;
 #[cfg(test)]
@@ -50,6 +56,22 @@ pub(crate) const RESERVED_NAMES: &[&str] = &["healthz", "readyz", "metrics", "st
 
 /// Longest room name, alias or server name; long enough for any real room.
 pub(crate) const MAX_NAME_LEN: usize = 64;
+
+pub use bounds::{MAX_FILE_BYTES, MAX_NESTING};
+
+/// The most rooms a file may list. The status page lists every room with
+/// its links: at 500 rooms `GET /` answers about 440 KB (a 200,000-room
+/// file made it 145 MB).
+pub const MAX_ROOMS: usize = 500;
+
+/// The most servers a file may declare: each has its own prober and a row
+/// on the status page.
+pub const MAX_SERVERS: usize = 50;
+
+/// The longest duration (`interval`, `fast_interval`, `timeout`): one day.
+/// Longer ones overflowed the prober's clock arithmetic (a panic, and a
+/// server that stayed unknown); a check once a day is already rare.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A validated configuration: every name resolved, every default filled in.
 #[derive(Debug, Clone)]
@@ -266,6 +288,22 @@ pub enum ConfigError {
         /// What the operating system said.
         source: std::io::Error,
     },
+    /// The path names something other than a regular file (a FIFO, a
+    /// socket, a device), which is refused before reading: a FIFO would
+    /// block the read until something wrote to it.
+    #[error("{file}: cannot read: it is {what}, not a regular file")]
+    NotAFile {
+        /// The file as named by the user.
+        file: String,
+        /// What it is instead, like "a FIFO (named pipe)".
+        what: &'static str,
+    },
+    /// The file is larger than [`MAX_FILE_BYTES`].
+    #[error("{file}: the file is larger than 1 MiB, the most roomgate reads; a routes file at the room and server limits fits well within it")]
+    TooLarge {
+        /// The file as named by the user.
+        file: String,
+    },
     /// The file was read but breaks a rule; the position points at the node.
     #[error("{file}:{line}:{column}: {message}")]
     Invalid {
@@ -282,13 +320,13 @@ pub enum ConfigError {
 
 impl Config {
     /// Reads and validates the file at `path`. Relative `ca_file`s are taken
-    /// relative to the file's directory.
+    /// relative to the file's directory. Only a regular file of at most
+    /// [`MAX_FILE_BYTES`] is read, and the read never waits (see
+    /// `bounds.rs`); parsing takes time linear in its size. Blocking file
+    /// I/O all the same: in the runtime, call it through `spawn_blocking`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: file.clone(),
-            source,
-        })?;
+        let text = bounds::read_config(path, &file)?;
         let base_dir = path.parent().unwrap_or(Path::new("."));
         Config::parse(&text, &file, base_dir)
     }
@@ -303,6 +341,18 @@ impl Config {
     /// relative `ca_file` paths.
     pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigError> {
         let invalid = |err: serde_yaml::Error| invalid(file, text, err);
+        // Before the parser, whose time grows with the square of the depth.
+        if let Err(at) = bounds::check_nesting(text) {
+            let (line, column) = within_text(text, at.line, at.column);
+            return Err(ConfigError::Invalid {
+                file: file.to_owned(),
+                line,
+                column,
+                message: format!(
+                    "the file is nested deeper than {MAX_NESTING} levels here; a routes file needs 5, and deeper files are refused before parsing"
+                ),
+            });
+        }
         // First pass: only the declared server names, so that references can
         // be checked wherever they stand.
         let names: ServerNames = serde_yaml::from_str(text).map_err(invalid)?;

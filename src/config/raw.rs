@@ -19,7 +19,7 @@ use super::scalars::{
 };
 use super::{
     check_defaults, Check, CheckKind, Config, Defaults, Room, Server, Site, StatusRange, Target,
-    Unlisted, WhenAllDown,
+    Unlisted, WhenAllDown, MAX_ROOMS, MAX_SERVERS,
 };
 
 /// First pass: the server names and nothing else.
@@ -42,7 +42,7 @@ pub(super) struct RawFile {
     #[serde(default)]
     unlisted: Option<RawUnlisted>,
     #[serde(default)]
-    rooms: Option<IndexMap<RoomName, RawRoom>>,
+    rooms: Option<RoomMap>,
     #[serde(default)]
     trusted_proxies: Option<Vec<TrustedNet>>,
 }
@@ -155,6 +155,7 @@ impl RawFile {
         };
         let rooms = self
             .rooms
+            .map(|r| r.0)
             .unwrap_or_default()
             .into_iter()
             .map(|(name, raw)| {
@@ -193,8 +194,13 @@ impl<'de> Deserialize<'de> for ServerMap {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ServerMap, A::Error> {
                 let mut servers = IndexMap::new();
-                while let Some((name, server)) = map.next_entry::<ServerName, RawServer>()? {
-                    servers.insert(name, server);
+                while let Some(name) = map.next_key::<ServerName>()? {
+                    if servers.len() == MAX_SERVERS {
+                        return Err(de::Error::custom(format!(
+                            "more than {MAX_SERVERS} servers; roomgate probes at most {MAX_SERVERS} (each has its own prober and status row)"
+                        )));
+                    }
+                    servers.insert(name, map.next_value::<RawServer>()?);
                 }
                 if servers.is_empty() {
                     return Err(de::Error::custom("`servers:` needs at least one server"));
@@ -203,6 +209,38 @@ impl<'de> Deserialize<'de> for ServerMap {
             }
             fn visit_unit<E: de::Error>(self) -> Result<ServerMap, E> {
                 Err(E::custom("`servers:` needs at least one server"))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// The `rooms:` mapping: at most [`MAX_ROOMS`] rooms, so that the status
+/// page, which lists them all, stays small.
+struct RoomMap(IndexMap<RoomName, RawRoom>);
+
+impl<'de> Deserialize<'de> for RoomMap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RoomMap;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RoomMap, A::Error> {
+                let mut rooms = IndexMap::new();
+                while let Some(name) = map.next_key::<RoomName>()? {
+                    if rooms.len() == MAX_ROOMS {
+                        return Err(de::Error::custom(format!(
+                            "more than {MAX_ROOMS} rooms; roomgate serves at most {MAX_ROOMS} (the status page lists every one)"
+                        )));
+                    }
+                    rooms.insert(name, map.next_value::<RawRoom>()?);
+                }
+                Ok(RoomMap(rooms))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<RoomMap, E> {
+                Ok(RoomMap(IndexMap::new()))
             }
         }
         d.deserialize_map(V)

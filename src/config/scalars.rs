@@ -15,7 +15,7 @@ use rustls::pki_types::CertificateDer;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use super::{in_context, StatusRange, MAX_NAME_LEN, RESERVED_NAMES};
+use super::{in_context, StatusRange, MAX_DURATION, MAX_NAME_LEN, RESERVED_NAMES};
 
 /// Deserializes a scalar through `check`, inside the visitor, so that an
 /// error carries the scalar's position (see the module docs).
@@ -243,7 +243,8 @@ impl<'de> Deserialize<'de> for TrustedNet {
     }
 }
 
-/// A duration greater than zero, written like `30s`, `1m 30s` or `500ms`.
+/// A duration greater than zero and at most [`MAX_DURATION`], written like
+/// `30s`, `1m 30s` or `500ms`.
 #[derive(Clone, Copy)]
 pub(super) struct PositiveDuration(pub(super) Duration);
 
@@ -255,6 +256,12 @@ impl<'de> Deserialize<'de> for PositiveDuration {
             })?;
             if duration.is_zero() {
                 return Err("the duration must be greater than zero".to_owned());
+            }
+            if duration > MAX_DURATION {
+                return Err(format!(
+                    "`{text}` is longer than {}, the longest duration roomgate accepts",
+                    humantime::format_duration(MAX_DURATION)
+                ));
             }
             Ok(PositiveDuration(duration))
         })

@@ -27,6 +27,10 @@ const PROBE_GRACE: Duration = Duration::from_millis(250);
 /// stuck prober cannot keep a server "up".
 const TTL_INTERVALS: u32 = 3;
 
+/// Pause before a prober that failed starts again: long enough not to spin
+/// on a fault that repeats, short against any check interval that matters.
+const RESTART_PAUSE: Duration = Duration::from_secs(1);
+
 /// A server's latest result: `None` until its first probe has ended.
 type Latest = watch::Sender<Option<Arc<Health>>>;
 
@@ -39,7 +43,8 @@ pub struct ServerHandle {
     latest: Arc<Latest>,
     /// State changes for the status page; written by the prober.
     pub history: Arc<History>,
-    /// The prober task, aborted on drop.
+    /// The task that runs the prober and restarts it if it fails; aborted
+    /// on drop, which aborts the prober too.
     _prober: AbortOnDrop,
 }
 
@@ -63,7 +68,7 @@ impl ServerHandle {
         let prober = Prober {
             name: server.name.clone(),
             check: server.check.clone(),
-            probe,
+            probe: Arc::new(probe),
             tracker: Tracker::new(server.check.rise, server.check.fall),
             since: SystemTime::now(),
             latest: latest.clone(),
@@ -74,7 +79,7 @@ impl ServerHandle {
             server,
             latest,
             history,
-            _prober: AbortOnDrop(tokio::spawn(prober.run())),
+            _prober: AbortOnDrop(tokio::spawn(prober.supervise())),
         })
     }
 
@@ -112,8 +117,9 @@ struct Prober<P> {
     name: String,
     /// Timings and thresholds.
     check: Check,
-    /// What a probe does.
-    probe: P,
+    /// What a probe does; shared with the prober that takes over after a
+    /// failure.
+    probe: Arc<P>,
     /// The up/down hysteresis; owned here, so it has one writer.
     tracker: Tracker,
     /// When the state last changed.
@@ -127,6 +133,53 @@ struct Prober<P> {
 }
 
 impl<P: Probe> Prober<P> {
+    /// Runs the prober in a task of its own and, should it ever end (a
+    /// panic in a probe or in the code around it), logs why and starts a
+    /// new one after [`RESTART_PAUSE`], in the same slot. The new one goes
+    /// on from the last published state, so a restart alone does not flip
+    /// a server. Never returns; aborting this task aborts the prober.
+    async fn supervise(self) {
+        let mut next = self;
+        loop {
+            let template = next.again();
+            let mut running = AbortOnDrop(tokio::spawn(next.run()));
+            let why = match (&mut running.0).await {
+                Err(e) if e.is_panic() => format!("it panicked: {}", panic_text(e.into_panic())),
+                Err(e) => format!("it failed: {e}"),
+                Ok(()) => "it stopped".to_owned(),
+            };
+            tracing::error!(
+                "{}: the prober stopped probing ({why}); starting it again in {} s",
+                template.name,
+                RESTART_PAUSE.as_secs()
+            );
+            tokio::time::sleep(RESTART_PAUSE).await;
+            next = template.again();
+        }
+    }
+
+    /// A prober for the same server and slot, whose state goes on from
+    /// the last published result.
+    fn again(&self) -> Prober<P> {
+        let latest = self.latest.borrow().clone();
+        let mut tracker = Tracker::new(self.check.rise, self.check.fall);
+        if let Some(health) = &latest {
+            // A first result decides directly: this sets the state as
+            // published, with no change under way.
+            tracker.record(health.state == State::Up);
+        }
+        Prober {
+            name: self.name.clone(),
+            check: self.check.clone(),
+            probe: self.probe.clone(),
+            tracker,
+            since: latest.as_ref().map_or_else(SystemTime::now, |h| h.since),
+            latest: self.latest.clone(),
+            metrics: self.metrics.clone(),
+            history: self.history.clone(),
+        }
+    }
+
     async fn run(mut self) {
         loop {
             let started = Instant::now();
@@ -230,6 +283,16 @@ impl<P: Probe> Prober<P> {
             (None, Err(e)) => tracing::debug!("{name} probe failed: {e}"),
             _ => tracing::debug!("{name} probe succeeded in {ms} ms"),
         }
+    }
+}
+
+/// The message of a panic, for the log line.
+fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(text) => *text,
+        Err(payload) => payload
+            .downcast_ref::<&str>()
+            .map_or_else(|| "no message".to_owned(), |s| (*s).to_owned()),
     }
 }
 
@@ -341,6 +404,70 @@ mod tests {
         let health = handle.health().expect("a result");
         assert_eq!(health.state, State::Down);
         assert!(health.error.as_deref().unwrap().contains("did not end"));
+    }
+
+    /// A log sink for one test's thread.
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Log {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_prober_that_panics_is_restarted_and_says_why() {
+        /// Panics on its second call; succeeds otherwise.
+        #[derive(Clone, Default)]
+        struct PanicsOnce(Arc<Mutex<u32>>);
+        impl Probe for PanicsOnce {
+            async fn probe(&self) -> Result<(), ProbeError> {
+                let call = {
+                    let mut calls = self.0.lock().unwrap();
+                    *calls += 1;
+                    *calls
+                };
+                assert_ne!(call, 2, "the probe broke");
+                Ok(())
+            }
+        }
+        let log = Log::default();
+        let sink = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        let _logging = tracing::subscriber::set_default(subscriber);
+
+        let probe = PanicsOnce::default();
+        let handle = ServerHandle::spawn_with(server(), probe.clone(), Arc::new(Metrics::new()));
+        settle().await;
+        let first = handle.health().expect("the first probe succeeded");
+        assert_eq!(first.state, State::Up);
+        // The second probe, one interval later, panics.
+        tokio::time::advance(Duration::from_secs(30)).await;
+        settle().await;
+        assert_eq!(*probe.0.lock().unwrap(), 2);
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains("ERROR") && text.contains("primary") && text.contains("the probe broke"),
+            "{text}"
+        );
+        // After a short pause it probes again, into the same slot, and the
+        // state goes on (still up, since unchanged) rather than from unknown.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        settle().await;
+        assert_eq!(*probe.0.lock().unwrap(), 3);
+        let again = handle.health().expect("a result");
+        assert_eq!(again.state, State::Up);
+        assert_eq!(again.since, first.since);
+        assert!(again.last_check >= first.last_check);
+        assert!(!Arc::ptr_eq(&first, &again), "a new result was published");
     }
 
     #[tokio::test(start_paused = true)]

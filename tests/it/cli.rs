@@ -418,3 +418,73 @@ fn rust_log_takes_levels_and_targets_and_a_bad_one_is_named() {
     let mixed = run("warn,roomgate=info", "listening on");
     assert!(mixed.contains("INFO"), "{mixed}");
 }
+
+/// Runs `roomgate check FILE`, killing it if it has not ended within 10 s
+/// (a FIFO used to block it for good); returns the exit code and stderr.
+fn check_bounded(file: &Path) -> (Option<i32>, String) {
+    let mut child = roomgate(file.parent().unwrap())
+        .arg("check")
+        .arg(file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("`roomgate check {}` did not end in 10 s", file.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), text(&out.stderr))
+}
+
+#[test]
+fn check_refuses_a_fifo_an_oversized_file_and_deep_nesting_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.yaml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    let (code, stderr) = check_bounded(&fifo);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("{}: ", fifo.display())) && stderr.contains("is a FIFO"),
+        "{stderr}"
+    );
+
+    // Just over 1 MiB of comment lines after a valid file.
+    let big = format!(
+        "{VALID}{}",
+        "# padding padding padding padding\n".repeat(31_000)
+    );
+    assert!(big.len() > 1 << 20);
+    let big = write_file(dir.path(), "big.yaml", &big);
+    let (code, stderr) = check_bounded(&big);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("{}: ", big.display())) && stderr.contains("1 MiB"),
+        "{stderr}"
+    );
+
+    // 200 KB of nested `[`: refused at once, at the first `[` too deep.
+    let deep = write_file(
+        dir.path(),
+        "deep.yaml",
+        &format!("servers: {}\n", "[".repeat(200_000)),
+    );
+    let started = Instant::now();
+    let (code, stderr) = check_bounded(&deep);
+    println!("check of a deep file: {:?}", started.elapsed());
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("{}:1:41: ", deep.display()))
+            && stderr.contains("nested deeper than 32 levels"),
+        "{stderr}"
+    );
+}

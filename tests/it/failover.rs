@@ -352,3 +352,79 @@ async fn failed_probes(gate: &Gate) -> u64 {
             l.rsplit(' ').next().unwrap().parse().expect("a count")
         })
 }
+
+/// A real roomgate with one worker thread (as in a one-CPU container, where
+/// the runtime sizes itself to one core) over two healthy stand-ins; `spoil`
+/// replaces its config file, then a SIGHUP asks for a reload and the
+/// primary goes down at once. Failover keeps its usual bound while the
+/// reload is pending or failing, the reload fails with `reason` in a line
+/// that names the file, and the running config (rooms and aliases) stays.
+async fn failover_during_a_bad_reload(spoil: impl FnOnce(&std::path::Path), reason: &str) {
+    let (primary, backup, dir, config) = healthy_pair().await;
+    let gate = GateProcess::start_via(&[], &config, dir.path(), &["--workers", "1"], "info").await;
+    let lounge = gate.url("/Lounge");
+    let on_primary = format!("{}/Lounge", primary.url());
+    let on_backup = format!("{}/Lounge", backup.url());
+    assert_eq!(location(&lounge).await, on_primary);
+    wait_state(
+        &gate.url("/status.json"),
+        "backup",
+        "up",
+        Duration::from_secs(2),
+    )
+    .await;
+
+    spoil(&config);
+    let seen = gate.log_len();
+    gate.signal("HUP");
+    let t0 = Instant::now();
+    primary.set_mode(Mode::BoshDown).await;
+    let failover = wait_location(&lounge, &on_backup, t0, failover_bound() * 3)
+        .await
+        .unwrap_or_else(|| panic!("no failover during the reload:\n{}", gate.log_text()));
+    println!(
+        "failover during a reload ({reason}): {} ms (bound {} ms)",
+        failover.as_millis(),
+        failover_bound().as_millis()
+    );
+    assert!(
+        failover <= failover_bound(),
+        "failover took {failover:?} during the reload, bound {:?}",
+        failover_bound()
+    );
+    let line = gate
+        .wait_log_after(seen, &config.display().to_string(), Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("the reload never ended:\n{}", gate.log_text()));
+    assert!(line.contains(reason), "{line}");
+    wait_reloads(&gate.url("/metrics"), "failure", 1, Duration::from_secs(2)).await;
+    // The running config stays, alias and all.
+    assert_eq!(location(&gate.url("/treff")).await, on_backup);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_keeps_its_timing_while_a_reload_meets_a_fifo() {
+    failover_during_a_bad_reload(
+        |config| {
+            std::fs::remove_file(config).unwrap();
+            let made = std::process::Command::new("mkfifo")
+                .arg(config)
+                .status()
+                .expect("run mkfifo");
+            assert!(made.success());
+        },
+        "is a FIFO",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_keeps_its_timing_while_a_reload_meets_a_deep_file() {
+    // 200 KB of nested `[`: 85 s of parsing in a release build before the
+    // nesting bound.
+    failover_during_a_bad_reload(
+        |config| std::fs::write(config, format!("servers: {}\n", "[".repeat(200_000))).unwrap(),
+        "nested deeper than",
+    )
+    .await;
+}

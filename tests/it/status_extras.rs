@@ -424,9 +424,9 @@ async fn metrics_parse_and_move_with_requests_probes_and_reloads() {
     );
 
     // Reloads: one good, one bad.
-    gate.gw.reload().expect("the same file reloads");
+    gate.gw.reload().await.expect("the same file reloads");
     std::fs::write(gate.config_path(), "servers: [").unwrap();
-    assert!(gate.gw.reload().is_err());
+    assert!(gate.gw.reload().await.is_err());
     let reloaded = scrape(&gate).await;
     assert_eq!(
         value(&reloaded, "roomgate_config_reloads_total{result=success}"),

@@ -219,3 +219,21 @@ fn trusted_proxies_may_be_empty() {
     // A unix socket peer is local whatever the list says.
     assert!(config.trusted_proxies.trusts(&crate::forwarded::Peer::Unix));
 }
+
+#[test]
+fn the_limits_themselves_are_accepted() {
+    let servers: String = (0..MAX_SERVERS)
+        .map(|i| format!("  s{i}:\n    url: https://s{i}.example\n"))
+        .collect();
+    let rooms: String = (0..MAX_ROOMS).map(|i| format!("  R{i}: {{}}\n")).collect();
+    let config = ok(&format!("servers:\n{servers}rooms:\n{rooms}"));
+    assert_eq!(
+        (config.servers.len(), config.rooms.len()),
+        (MAX_SERVERS, MAX_ROOMS)
+    );
+    let config = ok(&check(
+        "      interval: 1day\n      fast_interval: 24h\n      timeout: 23h\n",
+    ));
+    assert_eq!(config.servers[0].check.interval, MAX_DURATION);
+    assert_eq!(config.servers[0].check.fast_interval, MAX_DURATION);
+}
