@@ -25,10 +25,12 @@ use std::path::Path;
 
 use super::ConfigError;
 
-/// The largest config file roomgate reads: 1 MiB. A file at the room and
-/// server limits ([`super::MAX_ROOMS`], [`super::MAX_SERVERS`]) with long
-/// descriptions stays far below it.
-pub const MAX_FILE_BYTES: u64 = 1 << 20;
+/// The largest config file roomgate reads: 256 KiB. A file at the room and
+/// server limits ([`super::MAX_ROOMS`], [`super::MAX_SERVERS`]) with
+/// descriptions is about 64 KB. The YAML parser holds about 100 to 170
+/// bytes per byte of file while it parses, so 1 MiB could peak near 200 MB;
+/// 256 KiB keeps a reload of the worst accepted file near 45 MB.
+pub const MAX_FILE_BYTES: u64 = 256 << 10;
 
 /// The deepest nesting of mappings and lists a config may have; a routes
 /// file needs 5 levels.

@@ -299,7 +299,7 @@ pub enum ConfigError {
         what: &'static str,
     },
     /// The file is larger than [`MAX_FILE_BYTES`].
-    #[error("{file}: the file is larger than 1 MiB, the most roomgate reads; a routes file at the room and server limits fits well within it")]
+    #[error("{file}: the file is larger than 256 KiB, the most roomgate reads; a routes file at the room and server limits fits well within it")]
     TooLarge {
         /// The file as named by the user.
         file: String,
