@@ -156,6 +156,21 @@ fn builtin_holds_the_chaosdorf_rooms() {
         .as_deref()
         .unwrap()
         .contains("Jitsiquette"));
+    // The seed's texts in full: the password sentence as the wiki has it,
+    // the self-hosting guides by the addresses the wiki gives.
+    assert_eq!(config.site.lang, crate::lang::Lang::De);
+    assert!(config.site.notice.as_deref().unwrap().ends_with(
+        "Nach dem Lesen wird dir unser geheimes Passwort bekannt sein. Es lautet raumstation."
+    ));
+    let urls: Vec<&str> = config.site.links.iter().map(|l| l.url.as_str()).collect();
+    assert_eq!(
+        urls,
+        [
+            "https://jitsi.github.io/handbook/docs/devops-guide/devops-guide-quickstart",
+            "https://jitsi.github.io/handbook/docs/devops-guide/devops-guide-manual",
+            "https://www.golem.de/news/homeoffice-videokonferenzen-auf-eigenen-servern-mit-jitsi-meet-2003-147239.html",
+        ]
+    );
 
     let servers: Vec<(&str, &str)> = config
         .servers
