@@ -279,12 +279,15 @@ pub struct Target {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read at all.
-    #[error("{file}: cannot read: {source}")]
+    ///
+    /// The reason is part of the message and deliberately not the error's
+    /// `source()`: error chains (`roomgate: {e:#}`) would print it twice.
+    #[error("{file}: cannot read: {reason}")]
     Read {
         /// The file as named by the user.
         file: String,
         /// What the operating system said.
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     /// The file was read but breaks a rule; the position points at the node.
     #[error("{file}:{line}:{column}: {message}")]
@@ -305,9 +308,9 @@ impl Config {
     /// relative to the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|reason| ConfigError::Read {
             file: file.clone(),
-            source,
+            reason,
         })?;
         let base_dir = path.parent().unwrap_or(Path::new("."));
         Config::parse(&text, &file, base_dir)
