@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{CheckKind, Config};
+use crate::config::{CheckKind, Config, WhenAllDown};
 use crate::gateway::{ConfigSource, Gateway};
 use crate::health::{Probe, ServerProbe};
 use crate::server::{serve, ListenAddr, Listener};
@@ -301,10 +301,15 @@ fn summary(path: &Path, config: &Config) -> String {
         };
         let _ = writeln!(out, "  /{}{aliases}: {}", room.name, names(&room.targets));
     }
+    // As routes.yaml spells it, not as the Rust enum is named.
+    let when_all_down = match config.defaults.when_all_down {
+        WhenAllDown::First => "first",
+        WhenAllDown::Page => "page",
+    };
     let _ = writeln!(
         out,
-        "\nredirect status {}; when all servers are down: {:?}",
-        config.defaults.redirect_status, config.defaults.when_all_down
+        "\nredirect status {}; when all servers are down: {when_all_down}",
+        config.defaults.redirect_status
     );
     if config.unlisted.allow {
         let _ = writeln!(

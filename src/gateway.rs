@@ -158,7 +158,7 @@ impl Gateway {
             // Only a bug in parsing gets here; the running config stays.
             Err(ConfigError::Read {
                 file: shown.clone(),
-                source: std::io::Error::other(format!("reading the config failed: {e}")),
+                reason: std::io::Error::other(format!("reading the config failed: {e}")),
             })
         });
         match loaded {

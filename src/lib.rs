@@ -26,6 +26,7 @@
 //! - [`limits`]: the open file limit and the connection cap that fits it.
 //! - [`page`]: the HTML pages (askama templates), QR codes and the public
 //!   base URL of short links (`site.public_url` or [`forwarded`]).
+//! - [`lang`]: the pages' own words, one table per language of `site.lang`.
 //! - [`preview`]: the User-Agent matcher for link-preview fetchers.
 //! - [`metrics`]: Prometheus counters and gauges.
 //! - [`cli`]: `serve`, `check` and `probe`.
@@ -39,6 +40,7 @@ pub mod forwarded;
 pub mod gateway;
 pub mod health;
 pub mod http;
+pub mod lang;
 pub(crate) mod limits;
 pub mod metrics;
 pub mod page;

@@ -22,6 +22,7 @@ use crate::config::{Config, Site};
 use crate::forwarded::{self, Peer};
 use crate::health::history::WINDOW;
 use crate::health::State;
+use crate::lang::Strings;
 use crate::status::{Status, Time};
 
 /// The stylesheet of every page.
@@ -136,14 +137,24 @@ pub fn qr_svg(url: &str) -> Option<String> {
 #[derive(Template)]
 #[template(path = "index.html")]
 pub struct IndexPage<'a> {
-    /// Title, intro and notice.
+    /// Title, intro, notice and links.
     site: &'a Site,
+    /// The words of the page, in `site.lang`.
+    t: &'static Strings,
+    /// The intro, one entry per paragraph (a line of its own in the YAML
+    /// text).
+    intro: Vec<&'a str>,
     /// Every room, with where it goes now.
     rooms: Vec<RoomView<'a>>,
     /// Every server, with its state and history.
     servers: Vec<ServerView<'a>>,
     /// Labels of the servers that are down, for the banner.
     down: Vec<&'a str>,
+    /// Whether some room is on a backup server that is not down.
+    moved: bool,
+    /// Rooms that go to a server that is down, or nowhere: every server of
+    /// theirs is down.
+    stranded: Vec<&'a str>,
     /// Whether every server is up, for the all-clear line.
     all_up: bool,
     /// When the page was made, RFC 3339.
@@ -168,6 +179,8 @@ struct RoomView<'a> {
     server_label: Option<&'a str>,
     /// State of that server: a room can go to a server that is not up.
     server_state: &'static str,
+    /// The same in words of the page's language.
+    server_state_word: &'static str,
     /// Whether that server is a backup.
     fallback: bool,
 }
@@ -178,13 +191,15 @@ struct ServerView<'a> {
     label: &'a str,
     url: &'a str,
     state: &'static str,
+    /// `state` in words of the page's language.
+    state_word: &'static str,
     since: Option<Stamp>,
     last_check: Option<Stamp>,
     latency_ms: Option<u64>,
     error: Option<&'a str>,
     /// Availability over the window, e.g. `99.95 %`, or `no data`.
     availability: String,
-    /// How much of the window the availability covers, e.g. `2 h`.
+    /// How much of the window the availability covers, e.g. `(watched for 2 h)`.
     watched: String,
     /// The bar's rectangles.
     bar: Vec<BarRect>,
@@ -194,7 +209,7 @@ struct ServerView<'a> {
 struct Stamp {
     /// RFC 3339.
     iso: String,
-    /// `12 min ago`.
+    /// `12 min ago`, `vor 12 min`.
     ago: String,
 }
 
@@ -208,22 +223,29 @@ struct BarRect {
 impl<'a> IndexPage<'a> {
     /// The page for `status`, with short links under `base`.
     pub fn new(site: &'a Site, status: &'a Status<'a>, base: Option<&'a str>) -> IndexPage<'a> {
+        let t = site.lang.strings();
         let now = SystemTime::now();
+        let state_of = |index: Option<usize>| {
+            index
+                .and_then(|i| status.servers.get(i))
+                .map_or("unknown", |s| s.state.as_str())
+        };
         let rooms = status
             .rooms
             .iter()
-            .map(|room| RoomView {
-                name: room.name,
-                aliases: room.aliases,
-                description: room.description,
-                short_base: base,
-                target: room.target,
-                server_label: room.server_label,
-                server_state: room
-                    .server_index
-                    .and_then(|i| status.servers.get(i))
-                    .map_or("unknown", |s| s.state.as_str()),
-                fallback: room.fallback,
+            .map(|room| {
+                let server_state = state_of(room.server_index);
+                RoomView {
+                    name: room.name,
+                    aliases: room.aliases,
+                    description: room.description,
+                    short_base: base,
+                    target: room.target,
+                    server_label: room.server_label,
+                    server_state,
+                    server_state_word: t.state(server_state),
+                    fallback: room.fallback,
+                }
             })
             .collect();
         let servers = status
@@ -234,15 +256,19 @@ impl<'a> IndexPage<'a> {
                 label: s.label,
                 url: s.url,
                 state: s.state.as_str(),
-                since: s.since.map(|t| stamp(t, now)),
-                last_check: s.last_check.map(|t| stamp(t, now)),
+                state_word: t.state(s.state.as_str()),
+                since: s.since.map(|time| stamp(t, time, now)),
+                last_check: s.last_check.map(|time| stamp(t, time, now)),
                 latency_ms: s.latency_ms,
                 error: s.error,
                 availability: match s.uptime.availability_percent {
-                    Some(p) => format!("{p:.2} %"),
-                    None => "no data yet".to_owned(),
+                    Some(p) => format!("{p:.2} %").replace('.', t.decimal),
+                    None => t.no_data.to_owned(),
                 },
-                watched: span(Duration::from_secs(s.uptime.known_s)),
+                watched: t.fill(
+                    t.watched_for,
+                    &span(t, Duration::from_secs(s.uptime.known_s)),
+                ),
                 bar: bar(&s.uptime.segments, now),
             })
             .collect();
@@ -252,12 +278,36 @@ impl<'a> IndexPage<'a> {
             .filter(|s| s.state == State::Down)
             .map(|s| s.label)
             .collect();
+        // The banner must not promise a backup to a room that has none left.
+        let stranded = status
+            .rooms
+            .iter()
+            .filter(|r| r.target.is_none() || state_of(r.server_index) == "down")
+            .map(|r| r.name)
+            .collect();
+        let moved = status
+            .rooms
+            .iter()
+            .any(|r| r.fallback && r.target.is_some() && state_of(r.server_index) != "down");
         let all_up = status.servers.iter().all(|s| s.state == State::Up);
         IndexPage {
             site,
+            t,
+            intro: site
+                .intro
+                .as_deref()
+                .map(|text| {
+                    text.lines()
+                        .map(str::trim)
+                        .filter(|p| !p.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
             rooms,
             servers,
             down,
+            moved,
+            stranded,
             all_up,
             generated: rfc3339(status.generated),
             style: STYLE,
@@ -266,10 +316,10 @@ impl<'a> IndexPage<'a> {
     }
 }
 
-fn stamp(t: Time, now: SystemTime) -> Stamp {
+fn stamp(t: &Strings, time: Time, now: SystemTime) -> Stamp {
     Stamp {
-        iso: rfc3339(t),
-        ago: ago(now.duration_since(t.0).unwrap_or_default()),
+        iso: rfc3339(time),
+        ago: ago(t, now.duration_since(time.0).unwrap_or_default()),
     }
 }
 
@@ -278,19 +328,20 @@ fn rfc3339(t: Time) -> String {
     humantime::format_rfc3339_seconds(t.0).to_string()
 }
 
-/// `12 s ago`, `5 min ago`, `3 h ago`, `2 d ago`; the script uses the same.
-fn ago(d: Duration) -> String {
-    format!("{} ago", span(d))
+/// `12 s ago`, `vor 5 min`; the script does the same with the same table.
+fn ago(t: &Strings, d: Duration) -> String {
+    t.fill(t.ago, &span(t, d))
 }
 
 /// `12 s`, `5 min`, `3 h`, `2 d`: rough, for people.
-fn span(d: Duration) -> String {
+fn span(t: &Strings, d: Duration) -> String {
     let s = d.as_secs();
+    let [sec, min, hour, day] = t.units;
     match s {
-        0..=59 => format!("{s} s"),
-        60..=3599 => format!("{} min", s / 60),
-        3600..=86_399 => format!("{} h", s / 3600),
-        _ => format!("{} d", s / 86_400),
+        0..=59 => format!("{s} {sec}"),
+        60..=3599 => format!("{} {min}", s / 60),
+        3600..=86_399 => format!("{} {hour}", s / 3600),
+        _ => format!("{} {day}", s / 86_400),
     }
 }
 
@@ -319,6 +370,8 @@ fn bar(segments: &[crate::status::UptimeSegment], now: SystemTime) -> Vec<BarRec
 #[derive(Template)]
 #[template(path = "not_found.html")]
 pub struct NotFoundPage<'a> {
+    /// The words of the page, in `site.lang`.
+    pub t: &'static Strings,
     /// Our root, relative to the page (`./`, `../`): see `http::not_found`.
     pub root: String,
     /// Names of the listed rooms.
@@ -331,6 +384,8 @@ pub struct NotFoundPage<'a> {
 #[derive(Template)]
 #[template(path = "links.html")]
 pub struct LinksPage<'a> {
+    /// The words of the page, in `site.lang`.
+    pub t: &'static Strings,
     /// The room.
     pub room: &'a str,
     /// Server label and the room's URL there.
@@ -351,6 +406,8 @@ pub struct RedirectPage<'a> {
 #[derive(Template)]
 #[template(path = "preview.html")]
 pub struct PreviewPage<'a> {
+    /// The words of the page, in `site.lang`.
+    pub t: &'static Strings,
     /// `site.title`.
     pub site_title: &'a str,
     /// The room's configured name.
@@ -361,6 +418,17 @@ pub struct PreviewPage<'a> {
     pub url: Option<String>,
     /// The stylesheet, inlined.
     pub style: &'static str,
+}
+
+impl PreviewPage<'_> {
+    /// The description, or for a room without one (and unlisted rooms) a
+    /// line naming the room, so that a card never shows the bare site.
+    fn description_or_fallback(&self) -> String {
+        match self.description {
+            Some(d) => d.to_owned(),
+            None => self.t.fill(self.t.preview_description, self.room),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -463,15 +531,19 @@ mod tests {
 
     #[test]
     fn ago_reads_naturally() {
-        assert_eq!(ago(Duration::from_secs(5)), "5 s ago");
-        assert_eq!(ago(Duration::from_secs(600)), "10 min ago");
-        assert_eq!(ago(Duration::from_secs(7200)), "2 h ago");
-        assert_eq!(ago(Duration::from_secs(3 * 86_400)), "3 d ago");
+        use crate::lang::{DE, EN};
+        assert_eq!(ago(&EN, Duration::from_secs(5)), "5 s ago");
+        assert_eq!(ago(&EN, Duration::from_secs(600)), "10 min ago");
+        assert_eq!(ago(&EN, Duration::from_secs(7200)), "2 h ago");
+        assert_eq!(ago(&EN, Duration::from_secs(3 * 86_400)), "3 d ago");
+        assert_eq!(ago(&DE, Duration::from_secs(11)), "vor 11 s");
+        assert_eq!(ago(&DE, Duration::from_secs(600)), "vor 10 min");
     }
 
     #[test]
     fn templates_escape_config_text() {
         let page = PreviewPage {
+            t: &crate::lang::EN,
             site_title: "A & B",
             room: "Lounge",
             description: Some("<script>alert(\"x\")</script> 'q'"),

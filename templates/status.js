@@ -1,10 +1,24 @@
 // roomgate status page: keeps the live parts fresh from status.json (a
 // relative URL, so a path prefix works) and adds copy buttons. The page is
-// complete without it. Text goes in through textContent only.
+// complete without it. Text goes in through textContent only. Its words
+// come from the page (data-strings on <html>, in the language of
+// site.lang), so that this file stays the same for every language.
 (function () {
   "use strict";
   var REFRESH_MS = 5000;
   var BAR_WIDTH = 1440;
+  var T = {};
+  try {
+    T = JSON.parse(document.documentElement.getAttribute("data-strings") || "{}");
+  } catch (e) {
+    T = {};
+  }
+  var UNITS = T.units || ["s", "min", "h", "d"];
+
+  // A phrase with its one placeholder filled in, like Strings::fill.
+  function fill(pattern, value) {
+    return (pattern || "{}").replace("{}", value);
+  }
 
   function each(sel, root, fn) {
     Array.prototype.forEach.call((root || document).querySelectorAll(sel), fn);
@@ -16,29 +30,29 @@
     if (el && el.textContent !== text) el.textContent = text;
   }
   function span(s) {
-    if (s < 60) return s + " s";
-    if (s < 3600) return Math.floor(s / 60) + " min";
-    if (s < 86400) return Math.floor(s / 3600) + " h";
-    return Math.floor(s / 86400) + " d";
+    if (s < 60) return s + " " + UNITS[0];
+    if (s < 3600) return Math.floor(s / 60) + " " + UNITS[1];
+    if (s < 86400) return Math.floor(s / 3600) + " " + UNITS[2];
+    return Math.floor(s / 86400) + " " + UNITS[3];
   }
   function ago(iso) {
-    return span(Math.max(0, Math.floor((Date.now() - Date.parse(iso)) / 1000))) + " ago";
+    return fill(T.ago, span(Math.max(0, Math.floor((Date.now() - Date.parse(iso)) / 1000))));
   }
   function setTime(el, iso) {
     if (!el) return;
     if (iso) {
       el.setAttribute("datetime", iso);
-      el.title = new Date(iso).toLocaleString();
+      el.title = new Date(iso).toLocaleString(document.documentElement.lang || undefined);
       setText(el, ago(iso));
     } else {
       el.removeAttribute("datetime");
-      setText(el, "never");
+      setText(el, T.never || "");
     }
   }
   function setState(el, state) {
     if (!el) return;
     el.className = "badge state-" + state;
-    setText(el, state);
+    setText(el, T[state] || state);
   }
 
   function drawBar(svg, segments) {
@@ -77,11 +91,12 @@
       setTime(field(box, "last-check"), s.last_check);
       setText(field(box, "latency"), s.latency_ms === null ? "\u2013" : s.latency_ms + " ms");
       var err = field(box, "error");
-      setText(err, s.error || "none");
+      setText(err, s.error || T.no_error || "");
       if (err) err.className = s.error ? "error" : "";
       var a = s.uptime.availability_percent;
-      setText(field(box, "availability"), a === null ? "no data yet" : a.toFixed(2) + " %");
-      setText(field(box, "watched"), span(s.uptime.known_s));
+      setText(field(box, "availability"),
+        a === null ? T.no_data || "" : a.toFixed(2).replace(".", T.decimal || ".") + " %");
+      setText(field(box, "watched"), fill(T.watched_for, span(s.uptime.known_s)));
       drawBar(field(box, "bar"), s.uptime.segments);
     });
     status.rooms.forEach(function (r) {
@@ -97,7 +112,7 @@
           setText(target, r.target);
         }
       } else {
-        setText(field(card, "server"), "every server is down");
+        setText(field(card, "server"), T.every_server_down || "");
         field(card, "server-state").hidden = true;
         if (target) {
           target.removeAttribute("href");
@@ -106,9 +121,21 @@
       }
       field(card, "backup").hidden = !r.fallback;
     });
+    // The banner names rooms with no server left instead of promising
+    // them a backup (see IndexPage::new).
+    var stranded = [];
+    var moved = false;
+    status.rooms.forEach(function (r) {
+      var state = r.server ? states[r.server] : undefined;
+      if (!r.target || state === "down") stranded.push(r.name);
+      else if (r.fallback) moved = true;
+    });
     var alert = document.getElementById("alert");
     if (alert) {
       setText(field(alert, "down-list"), down.join(", "));
+      setText(field(alert, "stranded-list"), stranded.join(", "));
+      field(alert, "moved").hidden = !moved;
+      field(alert, "stranded").hidden = stranded.length === 0;
       alert.hidden = down.length === 0;
     }
     var allUp = document.getElementById("all-up");
@@ -132,7 +159,7 @@
         var updated = document.getElementById("updated");
         if (!updated) return;
         var iso = updated.getAttribute("datetime");
-        setText(updated, (iso ? ago(iso) : "a while ago") + " (the gateway did not answer since)");
+        setText(updated, fill(T.stale, iso ? ago(iso) : T.a_while_ago || ""));
         updated.classList.add("stale");
       });
   }
@@ -141,7 +168,7 @@
     function done(ok) {
       var old = button.getAttribute("data-label") || button.textContent;
       button.setAttribute("data-label", old);
-      button.textContent = ok ? "Copied" : "Press Ctrl+C";
+      button.textContent = (ok ? T.copied : T.press_ctrl_c) || old;
       setTimeout(function () { button.textContent = old; }, 1500);
     }
     if (navigator.clipboard && window.isSecureContext) {

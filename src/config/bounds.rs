@@ -42,9 +42,9 @@ pub const MAX_NESTING: usize = 32;
 /// plain open would wait on until a writer comes) is opened at once and
 /// then refused by its type.
 pub(super) fn read_config(path: &Path, file: &str) -> Result<String, ConfigError> {
-    let read_error = |source| ConfigError::Read {
+    let read_error = |reason| ConfigError::Read {
         file: file.to_owned(),
-        source,
+        reason,
     };
     let handle = std::fs::OpenOptions::new()
         .read(true)

@@ -92,7 +92,7 @@ pub struct Config {
 
 /// The `site:` section: texts shown on the status page.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping of site settings")]
 pub struct Site {
     /// Page title.
     #[serde(default = "default_title")]
@@ -103,6 +103,12 @@ pub struct Site {
     /// Banner, for example a pointer to the house rules.
     #[serde(default)]
     pub notice: Option<String>,
+    /// Links shown with the intro: the space's own pages, guides.
+    #[serde(default, deserialize_with = "scalars::links")]
+    pub links: Vec<Link>,
+    /// Language of the pages' own words (headings, states, times).
+    #[serde(default, deserialize_with = "scalars::lang")]
+    pub lang: crate::lang::Lang,
     /// The gateway's own public base URL (no trailing slash), for absolute
     /// short links in QR codes and link previews; derived from the request
     /// when not set.
@@ -114,6 +120,18 @@ pub struct Site {
     pub preview_agents: crate::preview::PreviewAgents,
 }
 
+/// An entry of `site.links`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// The text of the link.
+    pub label: String,
+    /// An absolute http(s) URL.
+    pub url: String,
+}
+
+/// Most entries `site.links` may have: a short list next to the intro.
+pub(crate) const MAX_LINKS: usize = 20;
+
 fn default_title() -> String {
     "roomgate".to_owned()
 }
@@ -124,6 +142,8 @@ impl Default for Site {
             title: default_title(),
             intro: None,
             notice: None,
+            links: Vec::new(),
+            lang: Default::default(),
             public_url: None,
             preview_agents: Default::default(),
         }
@@ -281,12 +301,15 @@ pub struct Target {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read at all.
-    #[error("{file}: cannot read: {source}")]
+    ///
+    /// The reason is part of the message and deliberately not the error's
+    /// `source()`: error chains (`roomgate: {e:#}`) would print it twice.
+    #[error("{file}: cannot read: {reason}")]
     Read {
         /// The file as named by the user.
         file: String,
         /// What the operating system said.
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     /// The path names something other than a regular file (a FIFO, a
     /// socket, a device), which is refused before reading: a FIFO would

@@ -49,7 +49,10 @@ pub(super) struct RawFile {
 
 /// An entry of `servers:`.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a server mapping with at least `url:`"
+)]
 struct RawServer {
     url: ServerUrl,
     #[serde(default)]
@@ -62,7 +65,7 @@ struct RawServer {
 
 /// The `defaults:` section.
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping of defaults")]
 struct RawDefaults {
     #[serde(default)]
     servers: Option<ServerList<false>>,
@@ -74,7 +77,7 @@ struct RawDefaults {
 
 /// The `unlisted:` section.
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping like `{ allow: true }`")]
 struct RawUnlisted {
     #[serde(default)]
     allow: bool,
@@ -84,7 +87,10 @@ struct RawUnlisted {
 
 /// An entry of `rooms:`.
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a room mapping with `description:`, `aliases:` or `servers:`"
+)]
 struct RawRoom {
     #[serde(default)]
     description: Option<String>,
@@ -350,7 +356,7 @@ enum Kind {
 
 /// The `check:` mapping as written.
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a check mapping")]
 struct CheckFields {
     #[serde(default)]
     kind: Option<Kind>,

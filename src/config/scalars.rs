@@ -15,7 +15,7 @@ use rustls::pki_types::CertificateDer;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use super::{in_context, StatusRange, MAX_DURATION, MAX_NAME_LEN, RESERVED_NAMES};
+use super::{in_context, Link, StatusRange, MAX_DURATION, MAX_LINKS, MAX_NAME_LEN, RESERVED_NAMES};
 
 /// Deserializes a scalar through `check`, inside the visitor, so that an
 /// error carries the scalar's position (see the module docs).
@@ -183,9 +183,16 @@ impl<'de> Deserialize<'de> for ServerUrl {
     }
 }
 
-fn parse_server_url(text: &str) -> Result<ServerUrl, String> {
+/// The checks every URL of the file passes: absolute http(s), a host, no
+/// user name or password. Returns the host.
+fn check_web_url(text: &str) -> Result<String, String> {
     let bad = |why: &str| format!("`{text}` {why}");
+    // The fragment is the browser's; `http::Uri` refuses `#`, so it is
+    // checked without it.
     let uri: http::Uri = text
+        .split('#')
+        .next()
+        .unwrap_or_default()
         .parse()
         .map_err(|e| bad(&format!("is not a valid URL ({e})")))?;
     match uri.scheme_str() {
@@ -199,15 +206,107 @@ fn parse_server_url(text: &str) -> Result<ServerUrl, String> {
     if authority.host().is_empty() {
         return Err(bad("must name a host"));
     }
-    if uri.query().is_some() || text.contains('#') {
-        return Err(bad(
-            "must not have a query or fragment: rooms are appended to it as a path",
+    Ok(authority.host().to_owned())
+}
+
+fn parse_server_url(text: &str) -> Result<ServerUrl, String> {
+    let host = check_web_url(text)?;
+    if text.contains(['?', '#']) {
+        return Err(format!(
+            "`{text}` must not have a query or fragment: rooms are appended to it as a path"
         ));
     }
     Ok(ServerUrl {
         base: text.trim_end_matches('/').to_owned(),
-        host: authority.host().to_owned(),
+        host,
     })
+}
+
+/// `site.lang`: one of the supported languages.
+pub(super) fn lang<'de, D: Deserializer<'de>>(d: D) -> Result<crate::lang::Lang, D::Error> {
+    checked_str(d, "a language code like en", |code| {
+        crate::lang::Lang::from_code(code).ok_or_else(|| {
+            let codes: Vec<&str> = crate::lang::SUPPORTED.iter().map(|(c, _)| *c).collect();
+            format!(
+                "`{code}` is not a language of the pages; supported are: {}",
+                codes.join(", ")
+            )
+        })
+    })
+}
+
+/// Longest label of a `site.links` entry.
+const MAX_LINK_LABEL: usize = 200;
+
+/// An entry of `site.links` as written.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a link like `{ label: TEXT, url: https://... }`"
+)]
+struct RawLink {
+    label: LinkLabel,
+    url: LinkUrl,
+}
+
+/// The text of a link: not blank, not a page long.
+struct LinkLabel(String);
+
+impl<'de> Deserialize<'de> for LinkLabel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked_str(d, "the text of the link", |text| {
+            let text = text.trim();
+            if text.is_empty() {
+                return Err("a link needs a label to show".to_owned());
+            }
+            if text.chars().count() > MAX_LINK_LABEL {
+                return Err(format!(
+                    "a link label is longer than {MAX_LINK_LABEL} characters"
+                ));
+            }
+            Ok(LinkLabel(text.to_owned()))
+        })
+    }
+}
+
+/// The address of a link: checked like a server URL, but a page may have
+/// a query and a fragment.
+struct LinkUrl(String);
+
+impl<'de> Deserialize<'de> for LinkUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked_str(d, "an absolute http(s) URL", |text| {
+            check_web_url(text)?;
+            Ok(LinkUrl(text.to_owned()))
+        })
+    }
+}
+
+/// `site.links`: a list of at most [`MAX_LINKS`] links.
+pub(super) fn links<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Link>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Vec<Link>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of links like `- { label: TEXT, url: https://... }`")
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Link>, A::Error> {
+            let mut links = Vec::new();
+            while let Some(link) = seq.next_element::<RawLink>()? {
+                if links.len() == MAX_LINKS {
+                    return Err(de::Error::custom(format!(
+                        "more than {MAX_LINKS} links; the list is shown next to the intro"
+                    )));
+                }
+                links.push(Link {
+                    label: link.label.0,
+                    url: link.url.0,
+                });
+            }
+            Ok(links)
+        }
+    }
+    d.deserialize_seq(V)
 }
 
 /// `site.public_url`: validated like a server URL, with its position.

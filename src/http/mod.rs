@@ -143,7 +143,7 @@ async fn room(
                         let server = &snap.config.servers[t.server];
                         (server.label.as_str(), location(&t.base, name, query))
                     });
-                    links_page(name, links)
+                    links_page(snap, name, links)
                 }
             }
         }
@@ -168,11 +168,16 @@ fn all_down_page(snap: &Snapshot, room: &RouteRoom) -> Response<Body> {
         let label = snap.config.servers[t.server].label.as_str();
         (label, t.url.clone())
     });
-    links_page(&room.name, links)
+    links_page(snap, &room.name, links)
 }
 
-fn links_page<'a>(room: &str, links: impl Iterator<Item = (&'a str, String)>) -> Response<Body> {
+fn links_page<'a>(
+    snap: &Snapshot,
+    room: &str,
+    links: impl Iterator<Item = (&'a str, String)>,
+) -> Response<Body> {
     let page = LinksPage {
+        t: snap.config.site.lang.strings(),
         room,
         links: links.collect(),
         style: page::STYLE,
@@ -204,6 +209,7 @@ fn not_found(snap: &Snapshot, peer: &Peer, path: &str, headers: &HeaderMap) -> R
     let prefix = page::public_prefix(&snap.config, peer, headers);
     if wants_html(headers) {
         let page = NotFoundPage {
+            t: snap.config.site.lang.strings(),
             root: root_href(path, prefix),
             rooms: rooms.iter().map(|r| r.name.as_str()).collect(),
             style: page::STYLE,
@@ -325,6 +331,7 @@ fn preview(
     gw.metrics.previews.inc();
     let site = &snap.config.site;
     let page = PreviewPage {
+        t: site.lang.strings(),
         site_title: &site.title,
         room,
         description,

@@ -50,6 +50,8 @@ fn routes_yaml(primary: &str, backup: &str) -> String {
     format!(
         "site:
   title: Chaosdorf VirtualSpace
+  links:
+    - {{ label: Jitsi-Handbuch, url: 'https://jitsi.github.io/handbook/' }}
   intro: Das Chaosdorf existiert auch im virtuellen Raum! Klicke auf einen der Links, um den jeweiligen Raum zu betreten.
   notice: Bitte beachte unsere Jitsiquette!
 servers:
@@ -182,6 +184,22 @@ async fn status_page_and_redirects_in_chromium() {
         "the stylesheet did not apply: {page}"
     );
     assert_eq!(page["landmarks"], true, "{page}");
+    let words = browser
+        .eval(
+            "return {
+               lang: document.documentElement.lang,
+               rooms: document.getElementById('rooms-heading').textContent,
+               copy: document.querySelector('[data-room=Lounge] [data-field=copy]').textContent,
+               link: document.querySelector('header .links a').href,
+             };",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        words,
+        json!({ "lang": "en", "rooms": "Rooms", "copy": "Copy link",
+                "link": "https://jitsi.github.io/handbook/" })
+    );
 
     // Keyboard: the first Tab reaches the skip link, which shows itself
     // with a focus outline.
@@ -243,10 +261,9 @@ async fn status_page_and_redirects_in_chromium() {
         )
         .await;
     assert_eq!(after["loaded"], "once", "the page was reloaded: {after}");
-    assert!(
-        after["alert"].as_str().unwrap_or("").contains("Chaosdorf"),
-        "{after}"
-    );
+    let alert = after["alert"].as_str().unwrap_or("");
+    assert!(alert.contains("Chaosdorf"), "{after}");
+    assert!(alert.contains("Rooms with a backup server"), "{after}");
     assert_eq!(after["lounge"], "Freifunk München", "{after}");
     assert_eq!(
         after["target"],
@@ -312,5 +329,157 @@ async fn status_page_and_redirects_in_chromium() {
         )
         .await;
     assert!(stale, "the page did not mark itself stale");
+    browser.quit().await;
+}
+
+/// What the German page shows: its own words, read by a script.
+const GERMAN_WORDS: &str = "return {
+  lang: document.documentElement.lang,
+  rooms: document.getElementById('rooms-heading').textContent,
+  servers: document.getElementById('servers-heading').textContent,
+  copy: document.querySelector('[data-room=Lounge] [data-field=copy]').textContent,
+  qr: document.querySelector('[data-room=Lounge] a[href*=qr]').textContent,
+  goesTo: document.querySelector('[data-room=Lounge] .now').firstChild.textContent.trim(),
+  states: Array.from(document.querySelectorAll('[data-server] [data-field=state]')).map(e => e.textContent),
+  allUp: document.getElementById('all-up').textContent,
+  updated: document.getElementById('updated').textContent,
+  lastCheck: document.querySelector('[data-server=primary] [data-field=last-check]').textContent,
+  link: document.querySelector('header .links a').textContent,
+};";
+
+/// The same page with `site.lang: de`: every word of the page's own is
+/// German, also those the script writes when it refreshes, and the banner
+/// says the truth when a room has no server left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_in_german() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let primary = StandIn::http(Mode::Healthy).await;
+    let backup = StandIn::http(Mode::Healthy).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml =
+        routes_yaml(&primary.url(), &backup.url()).replacen("site:\n", "site:\n  lang: de\n", 1);
+    let config = write_file(dir.path(), "routes.yaml", &yaml);
+    let gate = GateProcess::start(&config, dir.path()).await;
+    wait_state(&gate.url("/status.json"), "primary", "up", PAGE_BOUND).await;
+    wait_state(&gate.url("/status.json"), "backup", "up", PAGE_BOUND).await;
+
+    browser.goto(&gate.url("/")).await;
+    let words = browser.eval(GERMAN_WORDS, json!([])).await;
+    assert_eq!(words["lang"], "de", "{words}");
+    assert_eq!(words["rooms"], "Räume", "{words}");
+    assert_eq!(words["servers"], "Server", "{words}");
+    assert_eq!(words["copy"], "Link kopieren", "{words}");
+    assert_eq!(words["qr"], "QR-Code", "{words}");
+    assert_eq!(words["goesTo"], "Führt zu:", "{words}");
+    assert_eq!(
+        words["states"],
+        json!(["erreichbar", "erreichbar"]),
+        "{words}"
+    );
+    assert_eq!(words["allUp"], "Alle Server sind erreichbar.", "{words}");
+    assert_eq!(words["link"], "Jitsi-Handbuch", "{words}");
+    // Rendered by roomgate: "vor 0 s" or so.
+    let last_check = words["lastCheck"].as_str().unwrap_or("");
+    assert!(last_check.starts_with("vor "), "{words}");
+
+    // After a refresh from status.json the script wrote the footer's time,
+    // in German too (it said "gerade eben" until then).
+    let refreshed = browser
+        .wait_until(
+            "return /^vor \\d+ (s|min)$/.test(document.getElementById('updated').textContent);",
+            PAGE_BOUND,
+        )
+        .await;
+    let words = browser.eval(GERMAN_WORDS, json!([])).await;
+    assert!(
+        refreshed,
+        "no German relative time after a refresh: {words}"
+    );
+    assert!(
+        words["lastCheck"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("vor "),
+        "{words}"
+    );
+    save_page(&browser, 1280, "status-page-de.png").await;
+
+    // One server down: its rooms move, the banner says so.
+    primary.set_mode(Mode::BoshDown).await;
+    let moved = browser
+        .wait_until(
+            "var a = document.getElementById('alert');
+             return !a.hidden && !a.querySelector('[data-field=moved]').hidden
+               && a.querySelector('[data-field=stranded]').hidden
+               && document.querySelector('[data-server=primary] [data-field=state]').textContent === 'ausgefallen';",
+            PAGE_BOUND,
+        )
+        .await;
+    let alert = browser
+        .eval(
+            "return document.getElementById('alert').textContent;",
+            json!([]),
+        )
+        .await;
+    assert!(moved, "the banner did not show the move: {alert}");
+    assert!(
+        alert
+            .as_str()
+            .unwrap_or("")
+            .contains("Server ausgefallen: Chaosdorf."),
+        "{alert}"
+    );
+
+    // Every server down: no room has a backup left, and the banner does not
+    // promise one; it names the rooms instead.
+    backup.set_mode(Mode::BoshDown).await;
+    let stranded = browser
+        .wait_until(
+            "var a = document.getElementById('alert');
+             return a.querySelector('[data-field=moved]').hidden
+               && !a.querySelector('[data-field=stranded]').hidden
+               && a.querySelector('[data-field=down-list]').textContent === 'Chaosdorf, Freifunk München';",
+            PAGE_BOUND,
+        )
+        .await;
+    let shown = browser
+        .eval(
+            "var a = document.getElementById('alert');
+             return Array.from(a.childNodes).filter(n => !n.hidden).map(n => n.textContent).join('').replace(/\\s+/g, ' ').trim();",
+            json!([]),
+        )
+        .await;
+    assert!(stranded, "the banner still promised a backup: {shown}");
+    assert_eq!(
+        shown,
+        "Server ausgefallen: Chaosdorf, Freifunk München. \
+         Kein Server erreichbar für: Lounge, Hackcenter, Cave, Freitagsfoo.",
+    );
+    save_page(&browser, 1280, "status-page-de-all-down.png").await;
+    // The same, rendered by roomgate rather than the script.
+    browser.goto(&gate.url("/")).await;
+    let reloaded = browser
+        .eval(
+            "var a = document.getElementById('alert');
+             return [a.querySelector('[data-field=moved]').hidden, a.querySelector('[data-field=stranded]').hidden];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(reloaded, json!([true, false]));
+
+    let errs = errors(&browser.console().await);
+    assert!(errs.is_empty(), "console errors: {errs:#?}");
+
+    // The 404 page speaks German as well.
+    browser.goto(&gate.url("/Nirgendwo")).await;
+    let not_found = browser
+        .eval(
+            "return [document.documentElement.lang, document.querySelector('h1').textContent];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(not_found, json!(["de", "Diesen Raum gibt es nicht"]));
     browser.quit().await;
 }

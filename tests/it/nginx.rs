@@ -201,6 +201,18 @@ async fn dedicated_host_site_over_tcp() {
         format!("{}/Lounge", primary.url())
     );
 
+    // On a port other than 443 the absolute short links keep it: QR code,
+    // link preview and status page name https://HOST:PORT/Lounge.
+    public_links_keep_the_port(
+        |path| {
+            Req::get(&site.url(path))
+                .tls_config(site.tls.clone())
+                .header("host", &format!("{HOST}:{}", site.https))
+        },
+        &format!("https://{HOST}:{}/Lounge", site.https),
+    )
+    .await;
+
     // Port 80 moves everything to https, path and query unchanged.
     let r = Req::get(&format!("http://127.0.0.1:{}/Lounge?x=1", site.http))
         .header("host", HOST)
@@ -273,6 +285,36 @@ async fn dedicated_host_site_over_tcp() {
     wait_location(site.get("/Lounge"), &format!("{}/Lounge", backup.url())).await;
     primary.set_mode(Mode::Healthy).await;
     wait_location(site.get("/Lounge"), &format!("{}/Lounge", primary.url())).await;
+}
+
+/// The absolute short link of the Lounge, as roomgate builds it behind
+/// nginx from what `get` (a request through nginx with a Host that carries
+/// a non-standard port) forwards: the QR code, the link-preview card and the
+/// status page must all say `expected`.
+async fn public_links_keep_the_port(get: impl Fn(&str) -> Req, expected: &str) {
+    let r = get("/_/qr/Lounge.svg").send().await.unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(crate::status_extras::decode_qr(&r.body), expected);
+    let r = get("/Lounge")
+        .header("user-agent", "TelegramBot (like TwitterBot)")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        r.body.contains(&format!(
+            "<meta property=\"og:url\" content=\"{expected}\">"
+        )),
+        "{}",
+        r.body
+    );
+    let r = get("/").send().await.unwrap();
+    let (base, room) = expected.rsplit_once('/').unwrap();
+    assert!(
+        r.body.contains(&format!("{base}/<wbr>{room}")),
+        "{expected} not on the status page:\n{}",
+        r.body
+    );
 }
 
 /// Fetches every link of the page at `page` (a path under `/raum/`, as the
@@ -395,6 +437,16 @@ server {{
     let r = get("/raum").send().await.unwrap();
     assert_eq!(r.status, 301);
     assert!(r.header("location").unwrap().ends_with("/raum/"), "{r:?}");
+
+    // Absolute links keep the port the client used, under the prefix.
+    public_links_keep_the_port(
+        |path| {
+            Req::get(&format!("{origin}/raum{path}"))
+                .header("host", &format!("{PREFIX_HOST}:{port}"))
+        },
+        &format!("http://{PREFIX_HOST}:{port}/raum/Lounge"),
+    )
+    .await;
 
     // The status page: every link resolves under the prefix.
     let r = get("/raum/").send().await.unwrap();

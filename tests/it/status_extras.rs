@@ -66,7 +66,7 @@ fn rasterize(svg: &str) -> (usize, usize, Vec<u8>) {
 }
 
 /// Decodes the one QR code in `svg` with rqrr.
-fn decode_qr(svg: &str) -> String {
+pub(crate) fn decode_qr(svg: &str) -> String {
     let (w, h, pixels) = rasterize(svg);
     let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| pixels[y * w + x]);
     let grids = img.detect_grids();

@@ -64,16 +64,20 @@ fn load_of_a_missing_file_is_a_read_error_naming_it() {
     let path = dir.path().join("nowhere.yaml");
     match Config::load(&path) {
         Err(e @ ConfigError::Read { .. }) => {
-            let ConfigError::Read { file, source } = &e else {
+            let ConfigError::Read { file, reason } = &e else {
                 unreachable!()
             };
             assert_eq!(file, &path.display().to_string());
-            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            assert_eq!(reason.kind(), std::io::ErrorKind::NotFound);
             let shown = e.to_string();
             assert!(
                 shown.starts_with(&format!("{}: cannot read: ", path.display())),
                 "{shown}"
             );
+            // The reason once, also where errors print with their chain.
+            let reason = reason.to_string();
+            let chained = format!("{:#}", anyhow::Error::new(e));
+            assert_eq!(chained.matches(&reason).count(), 1, "{chained}");
         }
         other => panic!("{other:?}"),
     }

@@ -156,6 +156,21 @@ fn builtin_holds_the_chaosdorf_rooms() {
         .as_deref()
         .unwrap()
         .contains("Jitsiquette"));
+    // The seed's texts in full: the password sentence as the wiki has it,
+    // the self-hosting guides by the addresses the wiki gives.
+    assert_eq!(config.site.lang, crate::lang::Lang::De);
+    assert!(config.site.notice.as_deref().unwrap().ends_with(
+        "Nach dem Lesen wird dir unser geheimes Passwort bekannt sein. Es lautet raumstation."
+    ));
+    let urls: Vec<&str> = config.site.links.iter().map(|l| l.url.as_str()).collect();
+    assert_eq!(
+        urls,
+        [
+            "https://jitsi.github.io/handbook/docs/devops-guide/devops-guide-quickstart",
+            "https://jitsi.github.io/handbook/docs/devops-guide/devops-guide-manual",
+            "https://www.golem.de/news/homeoffice-videokonferenzen-auf-eigenen-servern-mit-jitsi-meet-2003-147239.html",
+        ]
+    );
 
     let servers: Vec<(&str, &str)> = config
         .servers
@@ -216,4 +231,48 @@ fn builtin_holds_the_chaosdorf_rooms() {
         config.unlisted.servers,
         [target(chaosdorf, ""), target(ffmuc, "")]
     );
+}
+
+/// The README's excerpt of routes.yaml and its example error stay true to
+/// the shipped file.
+#[test]
+fn readme_examples_match_the_shipped_routes_yaml() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+
+    // The excerpt: same servers, rooms and room servers; its `...` texts
+    // stand for the German ones.
+    let excerpt = readme
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a ```yaml block in README.md");
+    let excerpt = Config::parse(excerpt, "README.md", root).unwrap_or_else(|e| panic!("{e}"));
+    let shipped = Config::builtin();
+    let servers = |c: &Config| -> Vec<(String, String, String)> {
+        c.servers
+            .iter()
+            .map(|s| (s.name.clone(), s.url.clone(), s.label.clone()))
+            .collect()
+    };
+    assert_eq!(servers(&excerpt), servers(&shipped));
+    let rooms = |c: &Config| -> Vec<(String, Vec<String>, Vec<Target>)> {
+        c.rooms
+            .iter()
+            .map(|r| (r.name.clone(), r.aliases.clone(), r.targets.clone()))
+            .collect()
+    };
+    assert_eq!(rooms(&excerpt), rooms(&shipped));
+    assert_eq!(excerpt.defaults, shipped.defaults);
+    assert_eq!(excerpt.site.lang, shipped.site.lang);
+
+    // The example error: the shipped file with the typo the README names.
+    let line = readme
+        .lines()
+        .find(|l| l.trim_start().starts_with("routes.yaml:") && l.contains("ffmcu"))
+        .expect("the example error in README.md")
+        .trim();
+    let typo = BUILTIN_ROUTES.replace("servers: [ffmuc]", "servers: [ffmcu]");
+    let error = Config::parse(&typo, "routes.yaml", root).unwrap_err();
+    assert_eq!(error.to_string(), line);
 }
