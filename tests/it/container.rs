@@ -29,10 +29,11 @@ use crate::support::nginx::deploy_file;
 use crate::support::tools::{BUILDAH, MUSL_GCC, MUSL_TARGET, PODMAN, RUNC};
 use crate::support::*;
 
-/// The name `build.sh` gives the image by default.
+/// The name `build.sh` gives the image by default, and the one
+/// `deploy/kubernetes/deployment.yaml` runs.
 const IMAGE: &str = "localhost/roomgate:latest";
 const TARGET: &str = "x86_64-unknown-linux-musl";
-/// The user the image runs as.
+/// The user the image runs as, and the Deployment's `runAsUser`.
 const USER: &str = "65532:65532";
 
 /// Host names that only the container's /etc/hosts knows (`--add-host`),
@@ -146,6 +147,18 @@ async fn image_builds_loads_and_serves_as_pid_1() {
     );
     let image_bytes = image["Size"].as_u64().expect("image size");
     assert!(image_bytes < 16 << 20, "image of {image_bytes} bytes");
+    let deployment: serde_yaml::Value =
+        serde_yaml::from_str(&deploy_file("kubernetes/deployment.yaml")).unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["containers"][0]["image"].as_str(), Some(IMAGE));
+    assert_eq!(
+        format!(
+            "{}:{}",
+            pod["securityContext"]["runAsUser"].as_u64().unwrap(),
+            pod["securityContext"]["runAsGroup"].as_u64().unwrap()
+        ),
+        USER
+    );
 
     // Two stand-ins on the host's loopback, named as only the container knows.
     let primary = StandIn::http(Mode::Healthy).await;
