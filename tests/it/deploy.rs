@@ -278,9 +278,9 @@ async fn deployment_command_line_serves_its_probes() {
     }
 }
 
-/// Every file in deploy/ is named by a test (this file, nginx.rs or container.rs),
-/// so nothing ships untested, and described in deploy/README.md, so nothing
-/// ships unexplained.
+/// Every file in deploy/ is named by a test (this file or tests/nginx.rs),
+/// or by tests/container.rs, so nothing ships untested, and described in
+/// deploy/README.md, so nothing ships unexplained.
 #[test]
 fn every_deploy_file_is_exercised() {
     let tests = [
