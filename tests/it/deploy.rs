@@ -451,11 +451,16 @@ async fn deployment_connection_cap_fits_its_memory_limit() {
 }
 
 /// Every file in deploy/ is named by a test (this file or tests/nginx.rs),
-/// so nothing ships untested, and described in deploy/README.md, so nothing
-/// ships unexplained.
+/// or by tests/container.rs, so nothing ships untested, and described in
+/// deploy/README.md, so nothing ships unexplained.
 #[test]
 fn every_deploy_file_is_exercised() {
-    let tests = [include_str!("nginx.rs"), include_str!("deploy.rs")].concat();
+    let tests = [
+        include_str!("nginx.rs"),
+        include_str!("deploy.rs"),
+        include_str!("container.rs"),
+    ]
+    .concat();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
     let mut files = Vec::new();
     let mut dirs = vec![root.clone()];

@@ -6,6 +6,7 @@ mod support;
 
 mod browser;
 mod cli;
+mod container;
 mod deploy;
 mod failover;
 mod fault_matrix;

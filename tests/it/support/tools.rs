@@ -62,6 +62,37 @@ pub const SETPRIV: Tool = Tool {
     install: "apt-get install util-linux",
 };
 
+/// Builds the container image (`deploy/container/build.sh`).
+pub const BUILDAH: Tool = Tool {
+    name: "buildah",
+    install: "apt-get install buildah",
+};
+
+/// Loads and runs the container image, with [`RUNC`] as its runtime.
+pub const PODMAN: Tool = Tool {
+    name: "podman",
+    install: "apt-get install podman, and run as root",
+};
+
+/// The OCI runtime the container test configures for podman (crun, podman's
+/// default, rejects the cgroup layout of some machines).
+pub const RUNC: Tool = Tool {
+    name: "runc",
+    install: "apt-get install runc",
+};
+
+/// The Rust standard library for the static binary of the container image.
+pub const MUSL_TARGET: Tool = Tool {
+    name: "the x86_64-unknown-linux-musl target",
+    install: "rustup target add x86_64-unknown-linux-musl",
+};
+
+/// The C compiler for ring's and mimalloc's C code in the musl build.
+pub const MUSL_GCC: Tool = Tool {
+    name: "musl-gcc",
+    install: "apt-get install musl-tools",
+};
+
 impl Tool {
     /// Whether the test can go on: `found`, or else it skips (see the
     /// module doc) and the caller returns.
