@@ -2,16 +2,17 @@
 //!
 //! The prober is the only writer of a server's health, so probes never
 //! multiply with traffic: at most one probe per server is in flight, however
-//! many requests arrive. It publishes each result in a `watch` slot; every
-//! reader (redirects, the status page, `/status.json`, `/readyz`) reads that
-//! slot, so they all see the same result. Readers never wait for a probe,
+//! many requests arrive. It publishes each result in the server's [`Slot`];
+//! every reader (redirects, the status page, `/status.json`, `/readyz`)
+//! reads that slot, so they all see the same result. Readers never wait for a probe,
 //! except at cold start for the first one (bounded by the caller). A result
 //! carries its expiry, past which it reads as unknown, never as up.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
+use arc_swap::ArcSwapOption;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{AbortOnDrop, Health, History, Probe, ProbeError, ServerProbe, State, Tracker};
@@ -31,8 +32,30 @@ const TTL_INTERVALS: u32 = 3;
 /// on a fault that repeats, short against any check interval that matters.
 const RESTART_PAUSE: Duration = Duration::from_secs(1);
 
-/// A server's latest result: `None` until its first probe has ended.
-type Latest = watch::Sender<Option<Arc<Health>>>;
+/// A server's latest result: the one place its health lives.
+///
+/// Every redirect reads it, from every thread, so it is an `ArcSwapOption`:
+/// a read takes no lock and writes to no memory that other threads read.
+/// `published` wakes the few requests that wait at cold start for the
+/// first result; it holds no state of its own.
+#[derive(Default)]
+struct Slot {
+    /// `None` until the first probe has ended.
+    latest: ArcSwapOption<Health>,
+    /// Told of every publication.
+    published: Notify,
+}
+
+impl Slot {
+    fn load(&self) -> Option<Arc<Health>> {
+        self.latest.load_full()
+    }
+
+    fn publish(&self, health: Option<Arc<Health>>) {
+        self.latest.store(health);
+        self.published.notify_waiters();
+    }
+}
 
 /// A probed server: its settings, its latest health, its history and its
 /// running prober. Dropping the last handle stops the prober.
@@ -40,7 +63,7 @@ pub struct ServerHandle {
     /// The settings the prober runs with.
     pub server: Server,
     /// The latest result, written by the prober (and by hand in tests).
-    latest: Arc<Latest>,
+    latest: Arc<Slot>,
     /// State changes for the status page; written by the prober.
     pub history: Arc<History>,
     /// The task that runs the prober and restarts it if it fails; aborted
@@ -62,7 +85,7 @@ impl ServerHandle {
         probe: P,
         metrics: Arc<Metrics>,
     ) -> Arc<ServerHandle> {
-        let latest = Arc::new(watch::Sender::new(None));
+        let latest = Arc::new(Slot::default());
         metrics.set_state(&server.name, &State::NAMES, State::Unknown.as_str());
         let history = Arc::new(History::new(SystemTime::now()));
         let prober = Prober {
@@ -85,29 +108,38 @@ impl ServerHandle {
 
     /// The latest result, if the first probe has ended.
     pub fn health(&self) -> Option<Arc<Health>> {
-        self.latest.borrow().clone()
+        self.latest.load()
     }
 
     /// The state to route by at `now`: `None` before the first result;
     /// unknown once the latest result has expired.
     pub fn state(&self, now: Instant) -> Option<State> {
-        self.latest.borrow().as_ref().map(|h| h.state_at(now))
+        self.latest.latest.load().as_ref().map(|h| h.state_at(now))
     }
 
     /// Whether the first probe has ended.
     pub fn is_ready(&self) -> bool {
-        self.latest.borrow().is_some()
+        self.latest.latest.load().is_some()
     }
 
     /// Waits until the first probe has ended, at most until `deadline`.
     pub async fn wait_ready(&self, deadline: Instant) {
-        let mut latest = self.latest.subscribe();
-        let _ = tokio::time::timeout_at(deadline, latest.wait_for(Option::is_some)).await;
+        loop {
+            // Registered before the check, so a publication in between
+            // still wakes it.
+            let published = self.latest.published.notified();
+            if self.is_ready() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, published).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Publishes `health` as the latest result.
     pub(super) fn publish(&self, health: Option<Health>) {
-        self.latest.send_replace(health.map(Arc::new));
+        self.latest.publish(health.map(Arc::new));
     }
 }
 
@@ -125,7 +157,7 @@ struct Prober<P> {
     /// When the state last changed.
     since: SystemTime,
     /// Where results are published for every reader.
-    latest: Arc<Latest>,
+    latest: Arc<Slot>,
     /// Probe counts and durations.
     metrics: Arc<Metrics>,
     /// Where state changes are kept for the status page.
@@ -161,7 +193,7 @@ impl<P: Probe> Prober<P> {
     /// A prober for the same server and slot, whose state goes on from
     /// the last published result.
     fn again(&self) -> Prober<P> {
-        let latest = self.latest.borrow().clone();
+        let latest = self.latest.load();
         let mut tracker = Tracker::new(self.check.rise, self.check.fall);
         if let Some(health) = &latest {
             // A first result decides directly: this sets the state as
@@ -241,7 +273,7 @@ impl<P: Probe> Prober<P> {
             error: outcome.err().map(ProbeError::into_string),
             expires: Instant::now() + self.check.interval * TTL_INTERVALS + self.check.timeout,
         };
-        self.latest.send_replace(Some(Arc::new(health)));
+        self.latest.publish(Some(Arc::new(health)));
     }
 
     /// One line per state change with its reason; failed probes that start
