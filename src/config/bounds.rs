@@ -4,7 +4,8 @@
 //! The parser (libyaml, through yaml_serde) takes time quadratic in the
 //! depth of flow collections: for each token it walks the stack of possible
 //! simple keys, one per open `[` or `{` (`yaml_parser_stale_simple_keys`).
-//! 200 KB of `[` took 85 s. Block nesting is linear in time but not in
+//! 10,000, 20,000 and 40,000 nested `[` took 0.5, 1.5 and 5.5 s in
+//! `roomgate check` without this bound. Block nesting is linear in time but not in
 //! memory (1 MiB of `- - - …` holds ~300 MB of events). yaml_serde's own
 //! recursion limit (128) applies only after the whole file has been
 //! parsed into events, so it comes too late. [`check_nesting`] therefore

@@ -41,18 +41,18 @@ const RESTART_PAUSE: Duration = Duration::from_secs(1);
 #[derive(Default)]
 struct Slot {
     /// `None` until the first probe has ended.
-    latest: ArcSwapOption<Health>,
+    value: ArcSwapOption<Health>,
     /// Told of every publication.
     published: Notify,
 }
 
 impl Slot {
     fn load(&self) -> Option<Arc<Health>> {
-        self.latest.load_full()
+        self.value.load_full()
     }
 
     fn publish(&self, health: Option<Arc<Health>>) {
-        self.latest.store(health);
+        self.value.store(health);
         self.published.notify_waiters();
     }
 }
@@ -114,12 +114,12 @@ impl ServerHandle {
     /// The state to route by at `now`: `None` before the first result;
     /// unknown once the latest result has expired.
     pub fn state(&self, now: Instant) -> Option<State> {
-        self.latest.latest.load().as_ref().map(|h| h.state_at(now))
+        self.latest.value.load().as_ref().map(|h| h.state_at(now))
     }
 
     /// Whether the first probe has ended.
     pub fn is_ready(&self) -> bool {
-        self.latest.latest.load().is_some()
+        self.latest.value.load().is_some()
     }
 
     /// Waits until the first probe has ended, at most until `deadline`.

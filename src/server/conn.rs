@@ -250,19 +250,20 @@ pub(super) async fn reject(stream: Accepted, peer: Peer) {
     tracing::debug!("connection cap reached; answering 503 to {peer}");
     let answer = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
         Content-Length: 20\r\nRetry-After: 1\r\nConnection: close\r\n\r\ntoo many connections";
-    let write = async {
-        match stream {
-            Accepted::Tcp(mut s) => {
-                s.write_all(answer).await?;
-                s.shutdown().await
-            }
-            Accepted::Unix(mut s) => {
-                s.write_all(answer).await?;
-                s.shutdown().await
-            }
+    let _ = match stream {
+        Accepted::Tcp(s) => {
+            tokio::time::timeout(REJECT_WRITE_TIMEOUT, answer_once(s, answer)).await
+        }
+        Accepted::Unix(s) => {
+            tokio::time::timeout(REJECT_WRITE_TIMEOUT, answer_once(s, answer)).await
         }
     };
-    let _ = tokio::time::timeout(REJECT_WRITE_TIMEOUT, write).await;
+}
+
+/// Writes `answer` and closes the write side.
+async fn answer_once<S: AsyncWrite + Unpin>(mut stream: S, answer: &[u8]) -> io::Result<()> {
+    stream.write_all(answer).await?;
+    stream.shutdown().await
 }
 
 /// A stream whose writes fail with `TimedOut` once one has made no progress

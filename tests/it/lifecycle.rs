@@ -239,17 +239,10 @@ where
     (status, location)
 }
 
-async fn unix_setup() -> (StandIn, StandIn, tempfile::TempDir, PathBuf, PathBuf) {
-    let (primary, backup, dir, config) = healthy_pair().await;
-    let socket = dir.path().join("rg.sock");
-    (primary, backup, dir, config, socket)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serves_on_a_unix_socket_and_removes_it_on_exit() {
-    let (primary, _backup, _dir, config, socket) = unix_setup().await;
-    let mut gate = GateProcess::spawn(
-        &config,
+/// roomgate serving `config` on the unix socket `socket`, once it listens.
+async fn serve_unix(config: &Path, socket: &Path) -> GateProcess {
+    let gate = GateProcess::spawn(
+        config,
         config.parent().unwrap(),
         &format!("unix:{}", socket.display()),
     );
@@ -260,6 +253,19 @@ async fn serves_on_a_unix_socket_and_removes_it_on_exit() {
         "{}",
         gate.log_text()
     );
+    gate
+}
+
+async fn unix_setup() -> (StandIn, StandIn, tempfile::TempDir, PathBuf, PathBuf) {
+    let (primary, backup, dir, config) = healthy_pair().await;
+    let socket = dir.path().join("rg.sock");
+    (primary, backup, dir, config, socket)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_on_a_unix_socket_and_removes_it_on_exit() {
+    let (primary, _backup, _dir, config, socket) = unix_setup().await;
+    let mut gate = serve_unix(&config, &socket).await;
     let (status, location) = get_unix(&socket, "/Lounge").await;
     assert_eq!(status, 302);
     assert_eq!(location.unwrap(), format!("{}/Lounge", primary.url()));
@@ -276,18 +282,7 @@ async fn a_stale_unix_socket_is_replaced() {
     // A socket file whose listener is gone, as a crash leaves it.
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     assert!(socket.exists());
-    let mut gate = GateProcess::spawn(
-        &config,
-        config.parent().unwrap(),
-        &format!("unix:{}", socket.display()),
-    );
-    assert!(
-        gate.wait_log("listening on unix:", Duration::from_secs(10))
-            .await
-            .is_some(),
-        "{}",
-        gate.log_text()
-    );
+    let mut gate = serve_unix(&config, &socket).await;
     // Served on that path: the stale file was replaced.
     let (status, location) = get_unix(&socket, "/Lounge").await;
     assert_eq!(status, 302);
@@ -383,18 +378,7 @@ async fn a_unix_listen_path_that_is_not_a_stale_socket_is_left_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socket_replaced_while_serving_is_left_at_exit() {
     let (_primary, _backup, _dir, config, socket) = unix_setup().await;
-    let mut gate = GateProcess::spawn(
-        &config,
-        config.parent().unwrap(),
-        &format!("unix:{}", socket.display()),
-    );
-    assert!(
-        gate.wait_log("listening on unix:", Duration::from_secs(10))
-            .await
-            .is_some(),
-        "{}",
-        gate.log_text()
-    );
+    let mut gate = serve_unix(&config, &socket).await;
     // Someone (a second instance, an operator) takes the path over.
     std::fs::remove_file(&socket).unwrap();
     let theirs = std::os::unix::net::UnixListener::bind(&socket).unwrap();
