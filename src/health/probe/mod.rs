@@ -251,9 +251,9 @@ impl ServerProbe {
         // XEP-0199: the focus answers while Jicofo is connected; Prosody
         // answers service-unavailable for it when it is not.
         let ping = format!("<ping xmlns='{}'/>", xml::ns::PING);
-        open.iq_get(conn, focus_domain, &ping)
-            .await
-            .map_err(|e| ProbeError::new(format!("focus: {e}")))?;
+        open.iq_get(conn, focus_domain, &ping).await.map_err(|e| {
+            ProbeError::new(format!("focus: {e} (is Jicofo running and connected?)"))
+        })?;
         Ok(())
     }
 
