@@ -13,10 +13,12 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use crate::support::bosh_client::BoshClient;
 use crate::support::faults::*;
 use crate::support::jitsi_front::{FrontSpec, JitsiFront};
 use crate::support::nginx::nginx_available;
 use crate::support::prosody::{prosody_available, Prosody, ProsodySpec};
+use crate::support::xmpp_component::FocusComponent;
 use crate::support::*;
 
 /// Whether this test can run; prints the skip line (or fails under CI).
@@ -358,4 +360,63 @@ async fn bosh_create(base: &str, domain: &str) -> String {
         .expect("BOSH answers");
     assert_eq!(resp.status, 200, "{}", resp.body);
     resp.body
+}
+
+// ---------------------------------------------------------------------------
+// The harness itself, checked with the test BOSH client (not roomgate), so
+// that the depth tests built on it stand on something proven.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harness_guest_login_focus_up_and_down() {
+    if !tools() {
+        return;
+    }
+    let (prosody, front) = jitsi().await;
+    let bind = format!("{}/http-bind", front.base);
+    let ping = "<iq type='get' id='ping1' to='focus.localhost' xmlns='jabber:client'>\
+                <ping xmlns='urn:xmpp:ping'/></iq>";
+
+    // Anonymous login on the main domain, as a Jitsi guest.
+    let focus = FocusComponent::connect(&prosody).await;
+    let mut guest = BoshClient::open(&bind, "localhost").await;
+    assert_eq!(prosody.sessions().await, 1);
+    let jid = guest.login("localhost").await.expect("anonymous login");
+    assert!(jid.contains("@localhost/"), "{jid}");
+    // Focus up: the component answers the ping.
+    let answer = guest.iq("ping1", ping).await;
+    assert_eq!(answer.attr("type"), Some("result"), "{answer:?}");
+    assert_eq!(focus.answered(), 1);
+
+    // Focus down: Prosody 0.12's mod_component answers for the missing
+    // component at once, with `remote-server-timeout` ("Component
+    // unavailable"), not `service-unavailable`.
+    focus.disconnect(&prosody).await;
+    let ping2 = ping.replace("ping1", "ping2");
+    let answer = guest.iq("ping2", &ping2).await;
+    assert_eq!(answer.attr("type"), Some("error"), "{answer:?}");
+    let error = answer
+        .children
+        .iter()
+        .find(|c| c.name == "error")
+        .expect("error");
+    let condition = &error.children.first().expect("a condition").name;
+    eprintln!("real prosody, ping to a disconnected component: {condition}");
+    assert_eq!(condition, "remote-server-timeout");
+
+    // Focus back: a new connection takes over.
+    let focus = FocusComponent::connect(&prosody).await;
+    let ping3 = ping.replace("ping1", "ping3");
+    let answer = guest.iq("ping3", &ping3).await;
+    assert_eq!(answer.attr("type"), Some("result"), "{answer:?}");
+    assert_eq!(focus.answered(), 1);
+    guest.terminate().await;
+    assert_eq!(prosody.sessions().await, 0);
+
+    // No anonymous login on a host with accounts only.
+    let mut member = BoshClient::open(&bind, "auth.localhost").await;
+    let refused = member.login("auth.localhost").await;
+    eprintln!("real prosody, anonymous login on auth.localhost: {refused:?}");
+    assert!(refused.is_err(), "{refused:?}");
+    member.terminate().await;
+    assert_eq!(prosody.sessions().await, 0);
 }

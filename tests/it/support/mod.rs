@@ -7,6 +7,7 @@
 //! re-exports below count as unused imports in binaries that skip them).
 #![allow(dead_code, unused_imports)]
 
+pub mod bosh_client;
 pub mod faults;
 pub mod gate;
 pub mod jitsi_front;

@@ -3,13 +3,14 @@
 //! with the handshake, and answers XMPP pings (XEP-0199) and disco#info
 //! queries sent to it with a result; any other `get`/`set` query gets
 //! `service-unavailable`. Connected it is "focus up"; after
-//! [`FocusComponent::disconnect`] Prosody answers for it with an error
-//! ("focus down"), as while Jicofo is not running.
+//! [`FocusComponent::disconnect`] Prosody 0.12 answers for it at once with
+//! a `remote-server-timeout` error ("Component unavailable"): "focus
+//! down", as while Jicofo is not running.
 //!
 //! ```ignore
 //! let focus = FocusComponent::connect(&prosody).await;
 //! // ... probes at depth focus succeed; focus.answered() counts them ...
-//! focus.disconnect().await;
+//! focus.disconnect(&prosody).await;
 //! ```
 //!
 //! XML is read with quick-xml's streaming reader (one stanza at a time,
@@ -33,16 +34,21 @@ const STREAM_NS: &str = "http://etherx.jabber.org/streams";
 const PING_NS: &str = "urn:xmpp:ping";
 const DISCO_INFO_NS: &str = "http://jabber.org/protocol/disco#info";
 const STANZAS_NS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
-/// Bound on connecting and the handshake.
+/// What Prosody's mod_component logs when a component's connection ends.
+const DISCONNECTED: &str = "component disconnected";
+/// Bound on connecting and the handshake, and on Prosody noticing a
+/// disconnect.
 const CONNECT_BOUND: Duration = Duration::from_secs(5);
 
-/// An XML element of a stanza: its qualified name, attributes (unescaped)
-/// and child elements. Text is not kept: nothing here needs it.
+/// An XML element of a stanza: its qualified name, attributes (unescaped),
+/// child elements and its own text (character data between its tags;
+/// references to entities other than the five predefined ones are dropped).
 #[derive(Debug, Clone, Default)]
 pub struct Element {
     pub name: String,
     pub attrs: Vec<(String, String)>,
     pub children: Vec<Element>,
+    pub text: String,
 }
 
 impl Element {
@@ -75,8 +81,60 @@ impl Element {
         Ok(Element {
             name,
             attrs,
-            children: Vec::new(),
+            ..Element::default()
         })
+    }
+}
+
+/// Parses a whole XML document (e.g. a BOSH `<body>`) into its root
+/// element.
+pub fn parse(xml: &str) -> Result<Element, String> {
+    let mut reader = Reader::from_str(xml);
+    let mut open: Vec<Element> = Vec::new();
+    loop {
+        let done = match reader.read_event().map_err(|e| format!("XML: {e}"))? {
+            Event::Start(start) => {
+                open.push(Element::from_start(&start)?);
+                None
+            }
+            Event::Empty(start) => Some(Element::from_start(&start)?),
+            Event::End(_) => open.pop(),
+            Event::Eof => return Err(format!("no complete element in {xml:?}")),
+            event => {
+                if let Some(parent) = open.last_mut() {
+                    push_text(parent, &event);
+                }
+                None
+            }
+        };
+        if let Some(element) = done {
+            match open.last_mut() {
+                Some(parent) => parent.children.push(element),
+                None => return Ok(element),
+            }
+        }
+    }
+}
+
+/// Appends the character data of `event` to `element`'s text.
+fn push_text(element: &mut Element, event: &Event<'_>) {
+    match event {
+        Event::Text(text) => {
+            if let Ok(text) = text.decode() {
+                element.text.push_str(&text);
+            }
+        }
+        Event::CData(data) => element.text.push_str(&String::from_utf8_lossy(data)),
+        Event::GeneralRef(reference) => {
+            if let Ok(Some(c)) = reference.resolve_char_ref() {
+                element.text.push(c);
+            } else if let Ok(name) = reference.decode() {
+                if let Some(c) = quick_xml::escape::resolve_predefined_entity(&name) {
+                    element.text.push_str(c);
+                }
+            }
+        }
+        _ => {}
     }
 }
 
@@ -130,7 +188,12 @@ impl StreamReader {
                     None => return Ok(None),
                 },
                 Event::Eof => return Ok(None),
-                _ => None,
+                event => {
+                    if let Some(parent) = open.last_mut() {
+                        push_text(parent, &event);
+                    }
+                    None
+                }
             };
             if let Some(element) = done {
                 match open.last_mut() {
@@ -210,12 +273,26 @@ impl FocusComponent {
         self.answered.load(Ordering::SeqCst)
     }
 
-    /// Ends the stream and closes the connection (Jicofo stops).
-    pub async fn disconnect(self) {
-        let mut write = self.write.lock().await;
-        let _ = write.write_all(b"</stream:stream>").await;
-        let _ = write.shutdown().await;
-        drop(write);
+    /// Ends the stream and closes the connection (Jicofo stops); returns
+    /// once `prosody` has logged the component as disconnected (bounded),
+    /// so that the next stanza for it meets "focus down".
+    pub async fn disconnect(self, prosody: &Prosody) {
+        let before = prosody.log_lines(DISCONNECTED).len();
+        {
+            let mut write = self.write.lock().await;
+            let _ = write.write_all(b"</stream:stream>").await;
+            let _ = write.shutdown().await;
+        }
+        let deadline = tokio::time::Instant::now() + CONNECT_BOUND;
+        while prosody.log_lines(DISCONNECTED).len() == before {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "prosody did not see {} go:\n{}",
+                self.jid,
+                prosody.log()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         self.task.abort();
     }
 }
