@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{CheckKind, Config, WhenAllDown};
+use crate::config::{CheckKind, Config, Depth, WhenAllDown};
 use crate::gateway::{ConfigSource, Gateway};
 use crate::health::{Probe, ServerProbe};
 use crate::server::{serve, ListenAddr, Listener};
@@ -259,7 +259,20 @@ fn summary(path: &Path, config: &Config) -> String {
     let mut out = format!("{}: valid\n\nservers:\n", path.display());
     for s in &config.servers {
         let kind = match &s.check.kind {
-            CheckKind::Jitsi { xmpp_domain } => format!("jitsi, domain {xmpp_domain}"),
+            CheckKind::Jitsi {
+                xmpp_domain,
+                depth,
+                guest_domain,
+            } => {
+                let mut text = format!("jitsi, domain {xmpp_domain}, depth {}", depth.as_str());
+                if let Some(guest) = guest_domain {
+                    let _ = write!(text, ", guests at {guest}");
+                }
+                if let Depth::Focus { focus_domain } = depth {
+                    let _ = write!(text, ", focus {focus_domain}");
+                }
+                text
+            }
             CheckKind::Http {
                 path,
                 expect_status,
@@ -344,21 +357,36 @@ async fn run_probe(file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         results.push(task.await.context("a probe task failed")?);
     }
 
+    // Columns as wide as their longest entry, so long names keep them aligned.
+    let name_width = config
+        .servers
+        .iter()
+        .map(|s| s.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    let url_width = config
+        .servers
+        .iter()
+        .map(|s| s.url.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(3);
     println!(
-        "{:<12} {:<40} {:<6} {:>8}  DETAIL",
+        "{:<name_width$} {:<url_width$} {:<5} {:>8}  DETAIL",
         "SERVER", "URL", "STATE", "TIME"
     );
     let mut all_up = true;
     for (server, (outcome, took)) in config.servers.iter().zip(results) {
-        let (state, detail) = match outcome {
-            Ok(()) => ("up", "ok".to_owned()),
+        let (state, detail, took) = match outcome {
+            Ok(latency) => ("up", "ok".to_owned(), latency),
             Err(e) => {
                 all_up = false;
-                ("down", e.into_string())
+                ("down", e.into_string(), took)
             }
         };
         println!(
-            "{:<12} {:<40} {:<6} {:>6}ms  {detail}",
+            "{:<name_width$} {:<url_width$} {:<5} {:>6}ms  {detail}",
             server.name,
             server.url,
             state,

@@ -201,10 +201,16 @@ mod check_defaults {
 /// The two kinds of probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckKind {
-    /// `config.js`, then a BOSH session that must offer stream features.
+    /// `config.js`, then a BOSH session that must offer stream features,
+    /// and as deep into a guest's way into a meeting as `depth` says.
     Jitsi {
-        /// The `to` of the BOSH session: the deployment's XMPP domain.
+        /// The deployment's XMPP domain: the `to` of the BOSH session.
         xmpp_domain: String,
+        /// How far a probe goes.
+        depth: Depth,
+        /// Where guests log in, for `login` and `focus`, if not at
+        /// `xmpp_domain` (deployments with a secure domain).
+        guest_domain: Option<String>,
     },
     /// A plain `GET url+path`.
     Http {
@@ -215,6 +221,31 @@ pub enum CheckKind {
         /// Text the body must contain, if set.
         body_contains: Option<String>,
     },
+}
+
+/// How far a `jitsi` probe goes, each depth including the ones before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Depth {
+    /// A BOSH session with stream features: Prosody answers.
+    Bosh,
+    /// Plus an anonymous guest login and a bound resource: guests can join.
+    Login,
+    /// Plus a ping to the conference focus (Jicofo): meetings can start.
+    Focus {
+        /// The focus's address, `focus.<xmpp_domain>` unless set.
+        focus_domain: String,
+    },
+}
+
+impl Depth {
+    /// The name routes.yaml gives it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Depth::Bosh => "bosh",
+            Depth::Login => "login",
+            Depth::Focus { .. } => "focus",
+        }
+    }
 }
 
 /// An inclusive range of HTTP statuses, from `200` or `"200-399"`.

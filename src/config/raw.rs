@@ -18,8 +18,8 @@ use super::scalars::{
     RemoteRoomName, RoomName, ServerName, ServerUrl, TrustedNet, XmppDomain,
 };
 use super::{
-    check_defaults, Check, CheckKind, Config, Defaults, Room, Server, Site, StatusRange, Target,
-    Unlisted, WhenAllDown, MAX_ROOMS, MAX_SERVERS,
+    check_defaults, Check, CheckKind, Config, Defaults, Depth, Room, Server, Site, StatusRange,
+    Target, Unlisted, WhenAllDown, MAX_ROOMS, MAX_SERVERS,
 };
 
 /// First pass: the server names and nothing else.
@@ -354,6 +354,15 @@ enum Kind {
     Http,
 }
 
+/// `depth:` of a `jitsi` check.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum DepthName {
+    Bosh,
+    Login,
+    Focus,
+}
+
 /// The `check:` mapping as written.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, expecting = "a check mapping")]
@@ -368,6 +377,12 @@ struct CheckFields {
     body_contains: Option<String>,
     #[serde(default)]
     xmpp_domain: Option<XmppDomain>,
+    #[serde(default)]
+    depth: Option<DepthName>,
+    #[serde(default)]
+    guest_domain: Option<XmppDomain>,
+    #[serde(default)]
+    focus_domain: Option<XmppDomain>,
     #[serde(default)]
     interval: Option<PositiveDuration>,
     #[serde(default)]
@@ -428,11 +443,36 @@ impl CheckFields {
                 ));
             }
         }
-        if kind == Kind::Http && self.xmpp_domain.is_some() {
+        let jitsi_only = [
+            ("xmpp_domain", self.xmpp_domain.is_some()),
+            ("depth", self.depth.is_some()),
+            ("guest_domain", self.guest_domain.is_some()),
+            ("focus_domain", self.focus_domain.is_some()),
+        ];
+        if kind == Kind::Http {
+            if let Some((key, _)) = jitsi_only.iter().find(|(_, set)| *set) {
+                return Err(format!(
+                    "`{key}` applies to checks of `kind: jitsi` only; this check is of kind http"
+                ));
+            }
+        }
+        let depth = self.depth.unwrap_or(DepthName::Bosh);
+        if self.guest_domain.is_some() && depth == DepthName::Bosh {
             return Err(
-                "`xmpp_domain` applies to checks of `kind: jitsi` only; this check is of kind http"
+                "`guest_domain` applies to `depth: login` and `depth: focus`; this check's depth \
+                 is bosh, which logs nobody in"
                     .to_owned(),
             );
+        }
+        if self.focus_domain.is_some() && depth != DepthName::Focus {
+            return Err(format!(
+                "`focus_domain` applies to `depth: focus` only; this check's depth is {}",
+                if depth == DepthName::Login {
+                    "login"
+                } else {
+                    "bosh"
+                }
+            ));
         }
         Ok(())
     }
@@ -442,9 +482,23 @@ impl RawCheck {
     fn resolve(self, url: &ServerUrl) -> Check {
         let f = self.0;
         let kind = match f.kind.unwrap_or(Kind::Jitsi) {
-            Kind::Jitsi => CheckKind::Jitsi {
-                xmpp_domain: f.xmpp_domain.map_or_else(|| url.host.clone(), |d| d.0),
-            },
+            Kind::Jitsi => {
+                let xmpp_domain = f.xmpp_domain.map_or_else(|| url.host.clone(), |d| d.0);
+                let depth = match f.depth.unwrap_or(DepthName::Bosh) {
+                    DepthName::Bosh => Depth::Bosh,
+                    DepthName::Login => Depth::Login,
+                    DepthName::Focus => Depth::Focus {
+                        focus_domain: f
+                            .focus_domain
+                            .map_or_else(|| format!("focus.{xmpp_domain}"), |d| d.0),
+                    },
+                };
+                CheckKind::Jitsi {
+                    xmpp_domain,
+                    depth,
+                    guest_domain: f.guest_domain.map(|d| d.0),
+                }
+            }
             Kind::Http => CheckKind::Http {
                 path: f.path.map_or_else(|| "/".to_owned(), |p| p.0),
                 expect_status: f

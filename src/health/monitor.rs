@@ -15,6 +15,7 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::probe::TERMINATE_BUDGET;
 use super::{AbortOnDrop, Health, History, Probe, ProbeError, ServerProbe, State, Tracker};
 use crate::config::{Check, Server};
 use crate::metrics::{Metrics, ProbeLabels, ServerLabels};
@@ -215,14 +216,14 @@ impl<P: Probe> Prober<P> {
     async fn run(mut self) {
         loop {
             let started = Instant::now();
-            let outcome =
-                match tokio::time::timeout(self.check.timeout + PROBE_GRACE, self.probe.probe())
-                    .await
-                {
-                    Ok(outcome) => outcome,
-                    Err(_) => Err(ProbeError::new("the probe did not end in time")),
-                };
-            self.record(outcome, started.elapsed());
+            let limit = self.check.timeout + TERMINATE_BUDGET + PROBE_GRACE;
+            let outcome = match tokio::time::timeout(limit, self.probe.probe()).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(ProbeError::new("the probe did not end in time")),
+            };
+            // A success's own latency leaves out the session's end.
+            let took = outcome.as_ref().map_or_else(|_| started.elapsed(), |l| *l);
+            self.record(outcome.map(|_| ()), took);
             // Once a change is under way, confirm or refute it quickly.
             let pause = if self.tracker.confirming() {
                 self.check.fast_interval
@@ -331,7 +332,7 @@ fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::CheckKind;
+    use crate::config::{CheckKind, Depth};
     use std::collections::VecDeque;
     use std::sync::Mutex;
 
@@ -343,11 +344,11 @@ mod tests {
     }
 
     impl Probe for Scripted {
-        async fn probe(&self) -> Result<(), ProbeError> {
+        async fn probe(&self) -> Result<Duration, ProbeError> {
             self.calls.lock().unwrap().push(Instant::now());
             let ok = self.results.lock().unwrap().pop_front().unwrap_or(true);
             if ok {
-                Ok(())
+                Ok(Duration::from_millis(1))
             } else {
                 Err(ProbeError::new("BOSH answered 502"))
             }
@@ -362,6 +363,8 @@ mod tests {
             check: Check {
                 kind: CheckKind::Jitsi {
                     xmpp_domain: "localhost".into(),
+                    depth: Depth::Bosh,
+                    guest_domain: None,
                 },
                 interval: Duration::from_secs(30),
                 fast_interval: Duration::from_secs(2),
@@ -423,14 +426,14 @@ mod tests {
     async fn a_hanging_probe_is_cut_off_and_counts_as_failure() {
         struct Hangs;
         impl Probe for Hangs {
-            async fn probe(&self) -> Result<(), ProbeError> {
+            async fn probe(&self) -> Result<Duration, ProbeError> {
                 std::future::pending().await
             }
         }
         let handle = ServerHandle::spawn_with(server(), Hangs, Arc::new(Metrics::new()));
         settle().await;
         assert!(!handle.is_ready());
-        tokio::time::advance(Duration::from_secs(3) + PROBE_GRACE).await;
+        tokio::time::advance(Duration::from_secs(3) + TERMINATE_BUDGET + PROBE_GRACE).await;
         settle().await;
         assert!(handle.is_ready());
         let health = handle.health().expect("a result");
@@ -458,14 +461,14 @@ mod tests {
         #[derive(Clone, Default)]
         struct PanicsOnce(Arc<Mutex<u32>>);
         impl Probe for PanicsOnce {
-            async fn probe(&self) -> Result<(), ProbeError> {
+            async fn probe(&self) -> Result<Duration, ProbeError> {
                 let call = {
                     let mut calls = self.0.lock().unwrap();
                     *calls += 1;
                     *calls
                 };
                 assert_ne!(call, 2, "the probe broke");
-                Ok(())
+                Ok(Duration::from_millis(1))
             }
         }
         let log = Log::default();

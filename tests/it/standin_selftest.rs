@@ -295,7 +295,7 @@ async fn hostile_conditions_are_sent_as_they_are() {
         "{:?}",
         r.body
     );
-    assert!(FORGED_CONDITION.contains("\nFORGED "));
+    assert!(FORGED_CONDITION.contains("&#10;FORGED "));
 
     jitsi.set_mode(Mode::HugeCondition).await;
     let r = bosh(&jitsi.url(), &create_body("localhost")).await;

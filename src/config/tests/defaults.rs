@@ -17,7 +17,9 @@ fn defaults_are_filled_in() {
         a.check,
         Check {
             kind: CheckKind::Jitsi {
-                xmpp_domain: "a.example".to_owned()
+                xmpp_domain: "a.example".to_owned(),
+                depth: Depth::Bosh,
+                guest_domain: None,
             },
             interval: secs(30),
             fast_interval: secs(2),
@@ -109,7 +111,9 @@ fn every_field_given() {
         config.servers[0].check,
         Check {
             kind: CheckKind::Jitsi {
-                xmpp_domain: "meet.jitsi".to_owned()
+                xmpp_domain: "meet.jitsi".to_owned(),
+                depth: Depth::Bosh,
+                guest_domain: None,
             },
             interval: secs(60),
             fast_interval: Duration::from_millis(500),

@@ -46,7 +46,9 @@ fn urls_keep_their_path_prefix_and_lose_the_trailing_slash() {
         assert_eq!(
             config.servers[0].check.kind,
             CheckKind::Jitsi {
-                xmpp_domain: host.to_owned()
+                xmpp_domain: host.to_owned(),
+                depth: Depth::Bosh,
+                guest_domain: None,
             },
             "{url}"
         );
@@ -143,7 +145,9 @@ fn xmpp_domain_is_taken() {
     assert_eq!(
         config.servers[0].check.kind,
         CheckKind::Jitsi {
-            xmpp_domain: "meet.jitsi".to_owned()
+            xmpp_domain: "meet.jitsi".to_owned(),
+            depth: Depth::Bosh,
+            guest_domain: None,
         }
     );
 }
@@ -236,4 +240,33 @@ fn the_limits_themselves_are_accepted() {
     ));
     assert_eq!(config.servers[0].check.interval, MAX_DURATION);
     assert_eq!(config.servers[0].check.fast_interval, MAX_DURATION);
+}
+
+#[test]
+fn check_depths_and_their_domains() {
+    let kind = |extra: &str| ok(&check(extra)).servers[0].check.kind.clone();
+    assert_eq!(
+        kind("      xmpp_domain: meet.jitsi\n      depth: focus\n"),
+        CheckKind::Jitsi {
+            xmpp_domain: "meet.jitsi".to_owned(),
+            depth: Depth::Focus {
+                focus_domain: "focus.meet.jitsi".to_owned()
+            },
+            guest_domain: None,
+        }
+    );
+    assert_eq!(
+        kind("      depth: focus\n      guest_domain: guest.meet.jitsi\n      focus_domain: jicofo.meet.jitsi\n"),
+        CheckKind::Jitsi {
+            xmpp_domain: "a.example".to_owned(),
+            depth: Depth::Focus {
+                focus_domain: "jicofo.meet.jitsi".to_owned()
+            },
+            guest_domain: Some("guest.meet.jitsi".to_owned()),
+        }
+    );
+    match kind("      depth: login\n") {
+        CheckKind::Jitsi { depth, .. } => assert_eq!(depth, Depth::Login),
+        other => panic!("{other:?}"),
+    }
 }

@@ -46,10 +46,14 @@ use super::tls::Leaf;
 
 const BOSH_NS: &str = "http://jabber.org/protocol/httpbind";
 
-/// The `condition` of [`Mode::ForgedCondition`]: after the newline, what
-/// roomgate's log lines look like, starting with the marker `FORGED`.
+/// The `condition` of [`Mode::ForgedCondition`], as written in the XML:
+/// after a newline, what roomgate's log lines look like, starting with the
+/// marker `FORGED`. The newline and the carriage return are character
+/// references, which survive XML's attribute-value normalization (a raw
+/// newline in an attribute reads as a space), so the parsed value holds
+/// them raw; the escape character is raw.
 pub const FORGED_CONDITION: &str =
-    "policy-violation\nFORGED 2025-01-01T00:00:00.000000Z  INFO roomgate: primary up\r\x1b[1A";
+    "policy-violation&#10;FORGED 2025-01-01T00:00:00.000000Z  INFO roomgate: primary up&#13;\x1b[1A";
 
 /// The length of the `condition` of [`Mode::HugeCondition`]: 1 MB.
 pub const HUGE_CONDITION_LEN: usize = 1_000_000;

@@ -1,0 +1,146 @@
+//! The HTTP connection of one probe.
+//!
+//! Every probe opens a fresh connection (reused only for the requests of that
+//! one probe) so that a pooled connection cannot hide firewall or DNS
+//! trouble; dropping it closes the socket.
+
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1::SendRequest;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tower_service::Service;
+
+use super::super::resolve::Resolver;
+use super::super::AbortOnDrop;
+use super::ProbeError;
+
+/// Largest body a probe reads; Jitsi's config.js is well below it.
+const MAX_BODY: usize = 1024 * 1024;
+
+/// `User-Agent` of probes, so that server admins can tell them apart.
+const USER_AGENT: &str = concat!("roomgate/", env!("CARGO_PKG_VERSION"), " (health check)");
+
+/// The connection of one probe: opened on first use, reused for the next
+/// request of the same probe, reopened if the server closed it.
+pub struct Conn<'a> {
+    /// Opens connections.
+    connector: &'a HttpsConnector<HttpConnector<Resolver>>,
+    /// The open connection, if any.
+    sender: Option<SendRequest<Full<Bytes>>>,
+    /// Drives the connection; aborted when the probe ends or is cancelled by
+    /// its timeout, which closes the socket.
+    driver: Option<AbortOnDrop>,
+}
+
+impl<'a> Conn<'a> {
+    pub fn new(connector: &'a HttpsConnector<HttpConnector<Resolver>>) -> Conn<'a> {
+        Conn {
+            connector,
+            sender: None,
+            driver: None,
+        }
+    }
+
+    pub async fn send(
+        &mut self,
+        method: Method,
+        url: &str,
+        body: Option<String>,
+    ) -> Result<(StatusCode, Bytes), ProbeError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| ProbeError::new(format!("bad probe URL {url}: {e}")))?;
+        let sender = match self.sender.take() {
+            Some(s) if !s.is_closed() => s,
+            _ => self.connect(uri.clone()).await?,
+        };
+        let mut sender = sender;
+        sender
+            .ready()
+            .await
+            .map_err(|e| ProbeError::new(format!("connection lost: {}", chain(&e))))?;
+        let host = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
+            .header(header::HOST, host)
+            .header(header::USER_AGENT, USER_AGENT);
+        if body.is_some() {
+            req = req.header(header::CONTENT_TYPE, "text/xml; charset=utf-8");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ProbeError::new(format!("bad probe request: {e}")))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| ProbeError::new(format!("request failed: {}", chain(&e))))?;
+        let status = resp.status();
+        let body = Limited::new(resp.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| ProbeError::new(format!("reading the answer failed: {e}")))?
+            .to_bytes();
+        self.sender = Some(sender);
+        Ok((status, body))
+    }
+
+    async fn connect(&mut self, uri: Uri) -> Result<SendRequest<Full<Bytes>>, ProbeError> {
+        let mut connector = self.connector.clone();
+        std::future::poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(|e| ProbeError::new(format!("connect: {}", chain(e.as_ref()))))?;
+        let io = connector
+            .call(uri)
+            .await
+            .map_err(|e| ProbeError::new(format!("connect: {}", chain(e.as_ref()))))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| ProbeError::new(format!("HTTP handshake: {}", chain(&e))))?;
+        self.driver = Some(AbortOnDrop(tokio::spawn(async move {
+            let _ = conn.await;
+        })));
+        Ok(sender)
+    }
+}
+
+/// An error and its sources, joined: connect and TLS errors say what went
+/// wrong only deep in the chain ("invalid peer certificate: UnknownIssuer").
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let s = e.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        source = e.source();
+    }
+    if let Some(plain) = plain_tls_words(err) {
+        text.push_str(" (");
+        text.push_str(plain);
+        text.push(')');
+    }
+    text
+}
+
+/// What to do about a TLS error whose rustls name says little to an admin,
+/// or `None` for the others (their names are plain enough).
+fn plain_tls_words(err: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        // webpki's name for it, as rustls words the error.
+        if e.to_string().contains("CaUsedAsEndEntity") {
+            return Some(
+                "the server presents a CA certificate (CA:TRUE) as its own certificate, which \
+                 TLS clients refuse; give the server a certificate signed by that CA (and keep \
+                 the CA in ca_file), or a self-signed one with CA:FALSE",
+            );
+        }
+        source = e.source();
+    }
+    None
+}

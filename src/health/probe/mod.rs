@@ -1,0 +1,316 @@
+//! The probes: what it takes to call a server up.
+//!
+//! A `jitsi` probe proves that the deployment can host a meeting, not only
+//! that its nginx serves files: it fetches `config.js`, then opens a BOSH
+//! session (XEP-0124/XEP-0206) at `/http-bind` and wants `<stream:features>`
+//! back, which only a running Prosody sends. At `depth: login` it goes on to
+//! log in as an anonymous guest and bind a resource, at `depth: focus` it
+//! then pings the conference focus (Jicofo). The session is always ended,
+//! after the verdict and on a small budget of its own.
+//!
+//! Every probe opens a fresh connection (reused only for the requests of that
+//! one probe, see [`client`]), and the probe up to its verdict is bounded by
+//! the check's `timeout`.
+
+mod bosh;
+mod client;
+mod error;
+pub mod xml;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tokio::time::Instant;
+
+use super::resolve::Resolver;
+use crate::config::{CheckKind, Depth, Server};
+pub use bosh::Session;
+pub use client::Conn;
+pub use error::{ProbeError, MAX_ERROR_CHARS};
+
+/// Time the end of a BOSH session gets after the verdict, on top of the
+/// check's `timeout`: ending it is politeness, not part of the verdict.
+pub const TERMINATE_BUDGET: Duration = Duration::from_secs(1);
+
+/// Something that can be probed. The prober loop is generic over it so that
+/// its timing can be tested with a scripted probe and a paused clock.
+pub trait Probe: Send + Sync + 'static {
+    /// Runs one probe. `Ok` carries the latency: the time until the server
+    /// proved itself up, without the politeness that may follow.
+    fn probe(&self) -> impl Future<Output = Result<Duration, ProbeError>> + Send;
+}
+
+/// The steps of a `jitsi` probe, for saying where one failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    ConfigJs,
+    Bosh,
+    Login,
+    Focus,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Step::ConfigJs => "config.js",
+            Step::Bosh => "BOSH",
+            Step::Login => "login",
+            Step::Focus => "focus",
+        })
+    }
+}
+
+/// The real probe of one configured server.
+pub struct ServerProbe {
+    /// Base URL, no trailing slash.
+    base: String,
+    /// What to check.
+    kind: CheckKind,
+    /// Bound on the whole probe.
+    timeout: Duration,
+    /// Builds the fresh connection of each probe: TCP, and TLS with the
+    /// webpki roots plus the server's `ca_file`.
+    connector: HttpsConnector<HttpConnector<Resolver>>,
+}
+
+impl ServerProbe {
+    /// A probe for `server`, following its `check` settings.
+    pub fn new(server: &Server) -> ServerProbe {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for cert in &server.extra_roots {
+            // A certificate rustls cannot use as a root is skipped; the probe
+            // then fails with a TLS error that names the problem.
+            let _ = roots.add(cert.clone());
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("the ring provider supports the default protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+
+        let mut http = HttpConnector::new_with_resolver(Resolver::new());
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(server.check.timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        ServerProbe {
+            base: server.url.clone(),
+            kind: server.check.kind.clone(),
+            timeout: server.check.timeout,
+            connector,
+        }
+    }
+
+    /// A `jitsi` probe: its steps within the timeout, then the session's
+    /// end on [`TERMINATE_BUDGET`].
+    async fn jitsi(
+        &self,
+        xmpp_domain: &str,
+        depth: &Depth,
+        guest_domain: Option<&str>,
+    ) -> Result<Duration, ProbeError> {
+        let started = Instant::now();
+        let mut conn = Conn::new(&self.connector);
+        let mut session = None;
+        let mut step = Step::ConfigJs;
+        let steps = self.jitsi_steps(
+            &mut conn,
+            &mut session,
+            &mut step,
+            xmpp_domain,
+            depth,
+            guest_domain,
+        );
+        let verdict = match tokio::time::timeout(self.timeout, steps).await {
+            Ok(verdict) => verdict,
+            Err(_) => Err(ProbeError::new(format!(
+                "{step}: no answer within {}",
+                humantime::format_duration(self.timeout)
+            ))),
+        };
+        let latency = started.elapsed();
+        // End the session so that probes leave none behind in Prosody, also
+        // after a failure; whether that works does not change the verdict.
+        if let Some(session) = session {
+            match tokio::time::timeout(TERMINATE_BUDGET, session.terminate(&mut conn)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(server = %self.base, "BOSH terminate failed: {e}"),
+                Err(_) => {
+                    tracing::debug!(server = %self.base, "BOSH terminate got no answer in time")
+                }
+            }
+        }
+        verdict.map(|()| latency)
+    }
+
+    /// Logs in as a guest, as a `login` probe does, sends each of `iqs`
+    /// (the address and payload of an IQ of type get) in turn, and ends the
+    /// session. Each IQ's answer is its result or the condition of its
+    /// error; the whole is bounded by the check's `timeout`, the end by
+    /// [`TERMINATE_BUDGET`]. For what a check does not ask, such as who is
+    /// in a room; only for servers with a `jitsi` check.
+    pub async fn guest_queries(
+        &self,
+        iqs: &[(String, String)],
+    ) -> Result<Vec<Result<xml::Element, String>>, ProbeError> {
+        let CheckKind::Jitsi {
+            xmpp_domain,
+            guest_domain,
+            ..
+        } = &self.kind
+        else {
+            return Err(ProbeError::new("guest queries need a `jitsi` check"));
+        };
+        let domain = guest_domain.as_deref().unwrap_or(xmpp_domain);
+        let mut conn = Conn::new(&self.connector);
+        let mut session = None;
+        let work = async {
+            let bind_url = format!("{}/http-bind", self.base);
+            let open = session.insert(
+                Session::open(&mut conn, &bind_url, domain)
+                    .await
+                    .map_err(ProbeError::new)?,
+            );
+            open.login_anonymous(&mut conn)
+                .await
+                .map_err(|e| ProbeError::new(format!("login: {e}")))?;
+            let mut answers = Vec::with_capacity(iqs.len());
+            for (to, payload) in iqs {
+                answers.push(open.iq_get(&mut conn, to, payload).await);
+            }
+            Ok(answers)
+        };
+        let answers = match tokio::time::timeout(self.timeout, work).await {
+            Ok(answers) => answers,
+            Err(_) => Err(ProbeError::new(format!(
+                "no answer within {}",
+                humantime::format_duration(self.timeout)
+            ))),
+        };
+        if let Some(session) = session {
+            let _ = tokio::time::timeout(TERMINATE_BUDGET, session.terminate(&mut conn)).await;
+        }
+        answers
+    }
+
+    /// The steps up to the verdict. `session` holds the session as soon as
+    /// it is open, and `step` the step under way, so that the caller can
+    /// end the one and name the other when time runs out.
+    async fn jitsi_steps<'c>(
+        &self,
+        conn: &mut Conn<'c>,
+        session: &mut Option<Session>,
+        step: &mut Step,
+        xmpp_domain: &str,
+        depth: &Depth,
+        guest_domain: Option<&str>,
+    ) -> Result<(), ProbeError> {
+        let (status, _) = conn
+            .send(Method::GET, &format!("{}/config.js", self.base), None)
+            .await?;
+        if status != StatusCode::OK {
+            return Err(ProbeError::new(format!(
+                "config.js answered {}",
+                status.as_u16()
+            )));
+        }
+        *step = Step::Bosh;
+        // Guests open their session to the guest domain where there is one.
+        let domain = match depth {
+            Depth::Bosh => xmpp_domain,
+            Depth::Login | Depth::Focus { .. } => guest_domain.unwrap_or(xmpp_domain),
+        };
+        let bind_url = format!("{}/http-bind", self.base);
+        let open = session.insert(
+            Session::open(conn, &bind_url, domain)
+                .await
+                .map_err(ProbeError::new)?,
+        );
+        if *depth == Depth::Bosh {
+            return Ok(());
+        }
+        *step = Step::Login;
+        open.login_anonymous(conn)
+            .await
+            .map_err(|e| ProbeError::new(format!("login: {e}")))?;
+        let Depth::Focus { focus_domain } = depth else {
+            return Ok(());
+        };
+        *step = Step::Focus;
+        // XEP-0199: the focus answers while Jicofo is connected; Prosody
+        // answers service-unavailable for it when it is not.
+        let ping = format!("<ping xmlns='{}'/>", xml::ns::PING);
+        open.iq_get(conn, focus_domain, &ping)
+            .await
+            .map_err(|e| ProbeError::new(format!("focus: {e}")))?;
+        Ok(())
+    }
+
+    async fn http(
+        &self,
+        path: &str,
+        expect: crate::config::StatusRange,
+        body_contains: Option<&str>,
+    ) -> Result<Duration, ProbeError> {
+        let started = Instant::now();
+        let mut conn = Conn::new(&self.connector);
+        let (status, body) = conn
+            .send(Method::GET, &format!("{}{path}", self.base), None)
+            .await?;
+        if !expect.contains(status.as_u16()) {
+            return Err(ProbeError::new(format!(
+                "{path} answered {} (expected {expect})",
+                status.as_u16()
+            )));
+        }
+        if let Some(needle) = body_contains {
+            if !String::from_utf8_lossy(&body).contains(needle) {
+                return Err(ProbeError::new(format!(
+                    "{path} answered {} without the expected text",
+                    status.as_u16()
+                )));
+            }
+        }
+        Ok(started.elapsed())
+    }
+}
+
+impl Probe for ServerProbe {
+    async fn probe(&self) -> Result<Duration, ProbeError> {
+        match &self.kind {
+            CheckKind::Jitsi {
+                xmpp_domain,
+                depth,
+                guest_domain,
+            } => {
+                self.jitsi(xmpp_domain, depth, guest_domain.as_deref())
+                    .await
+            }
+            CheckKind::Http {
+                path,
+                expect_status,
+                body_contains,
+            } => {
+                let work = self.http(path, *expect_status, body_contains.as_deref());
+                match tokio::time::timeout(self.timeout, work).await {
+                    Ok(result) => result,
+                    Err(_) => Err(ProbeError::new(format!(
+                        "no answer within {}",
+                        humantime::format_duration(self.timeout)
+                    ))),
+                }
+            }
+        }
+    }
+}
