@@ -804,8 +804,9 @@ fn prosody(shared: &Shared, method: &Method, attrs: Option<Vec<(String, String)>
 }
 
 /// What Prosody 0.12's mod_bosh answers to a session request whose `to`
-/// is none of its virtual hosts, byte for byte (not `host-unknown`, which
-/// XEP-0124 suggests and other servers send).
+/// is none of its virtual hosts: the same element and attributes (Prosody
+/// orders attributes differently from run to run), `improper-addressing`
+/// rather than the `host-unknown` that XEP-0124 suggests.
 pub const UNKNOWN_DOMAIN_BODY: &str = "<body condition='improper-addressing' \
      xmlns:stream='http://etherx.jabber.org/streams' type='terminate' \
      xmlns='http://jabber.org/protocol/httpbind'/>";
