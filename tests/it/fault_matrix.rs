@@ -66,10 +66,15 @@ async fn row06_wrong_body() {
     down_with_reason(Mode::WrongBody, "maintenance").await;
 }
 
-/// Row 7: Prosody does not host the XMPP domain we ask for.
+/// Row 7: Prosody does not host the XMPP domain we ask for; Prosody 0.12
+/// says `improper-addressing` (tests/it/prosody.rs has the real one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn row07_bosh_host_unknown() {
-    down_with_reason(Mode::HostUnknown, "host-unknown").await;
+async fn row07_bosh_unknown_domain() {
+    down_with_reason(
+        Mode::UnknownDomain,
+        "improper-addressing (is xmpp_domain right?)",
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ mod load;
 mod nginx;
 mod open_redirect;
 mod probed_text;
+mod prosody;
 mod server_core;
 mod skip_selftest;
 mod standin_selftest;

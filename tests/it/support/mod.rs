@@ -1,18 +1,23 @@
-//! Shared test support: stand-in Jitsi servers ([`StandIn`]), throw-away
-//! certificate authorities ([`TestCa`]) and a small HTTP client.
+//! Shared test support: stand-in Jitsi servers ([`StandIn`]), a real
+//! Prosody behind a real nginx (`prosody`, `jitsi_front`, `xmpp_component`),
+//! throw-away certificate authorities ([`TestCa`]) and a small HTTP client.
 //!
 //! Include with `mod support;` from an integration test file. Every test
 //! binary uses a different subset, hence the blanket allowances (the
 //! re-exports below count as unused imports in binaries that skip them).
 #![allow(dead_code, unused_imports)]
 
+pub mod bosh_client;
 pub mod faults;
 pub mod gate;
+pub mod jitsi_front;
 pub mod nginx;
+pub mod prosody;
 pub mod standin;
 pub mod tls;
 pub mod tools;
 pub mod webdriver;
+pub mod xmpp_component;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,6 +33,7 @@ use tokio::net::TcpStream;
 pub use gate::{healthy_pair, servers_yaml, two_server_yaml, Gate, GateProcess, FAST_CHECK};
 pub use standin::{
     Counts, Mode, Recorded, StandIn, StandInBuilder, FORGED_CONDITION, HUGE_CONDITION_LEN,
+    UNKNOWN_DOMAIN_BODY,
 };
 pub use tls::{Leaf, TestCa};
 

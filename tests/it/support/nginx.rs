@@ -80,6 +80,10 @@ impl Nginx {
         let p = dir.path().display().to_string();
         let http_body = http_body.replace("@DIR@", &p);
         for (name, text) in files {
+            // A name with a directory (`www/index.html`) gets it made.
+            if let Some(parent) = Path::new(name).parent() {
+                std::fs::create_dir_all(dir.path().join(parent)).expect("nginx sub dir");
+            }
             super::write_file(dir.path(), name, text);
         }
         // As root, workers drop to an unprivileged user like in production;

@@ -81,8 +81,10 @@ pub enum Mode {
     /// Connections are accepted and never answered (TLS handshakes never
     /// complete); requests on kept-alive connections hang.
     BlackHole,
-    /// `/http-bind` answers 200 with a `host-unknown` terminate body.
-    HostUnknown,
+    /// `/http-bind` answers every session request as Prosody 0.12 answers
+    /// one for a domain it does not host: 200 with an
+    /// `improper-addressing` terminate body ([`UNKNOWN_DOMAIN_BODY`]).
+    UnknownDomain,
     /// `/http-bind` answers 200 with an HTML maintenance page.
     WrongBody,
     /// `/http-bind` answers 200 with a terminate body whose `condition` is
@@ -722,7 +724,7 @@ fn bosh(shared: &Shared, mode: Mode, method: &Method, body: &str) -> Answer {
         ),
         Mode::BoshDown => simple(StatusCode::BAD_GATEWAY, "text/html", &nginx_error_page(502)),
         Mode::WrongBody => simple(StatusCode::OK, "text/html; charset=utf-8", MAINTENANCE_PAGE),
-        Mode::HostUnknown => xml(terminate_body(Some("host-unknown"))),
+        Mode::UnknownDomain => xml(UNKNOWN_DOMAIN_BODY.to_owned()),
         Mode::ForgedCondition => xml(terminate_body(Some(FORGED_CONDITION))),
         Mode::HugeCondition => xml(terminate_body(Some(&"x".repeat(HUGE_CONDITION_LEN)))),
         Mode::SlowBody => Answer {
@@ -779,7 +781,7 @@ fn prosody(shared: &Shared, method: &Method, attrs: Option<Vec<(String, String)>
         .iter()
         .any(|d| d.eq_ignore_ascii_case(to))
     {
-        return xml(terminate_body(Some("host-unknown")));
+        return xml(UNKNOWN_DOMAIN_BODY.to_owned());
     }
     if !attr(&attrs, "rid")
         .is_some_and(|rid| !rid.is_empty() && rid.bytes().all(|b| b.is_ascii_digit()))
@@ -800,6 +802,14 @@ fn prosody(shared: &Shared, method: &Method, attrs: Option<Vec<(String, String)>
         from = escape(to),
     ))
 }
+
+/// What Prosody 0.12's mod_bosh answers to a session request whose `to`
+/// is none of its virtual hosts: the same element and attributes (Prosody
+/// orders attributes differently from run to run), `improper-addressing`
+/// rather than the `host-unknown` that XEP-0124 suggests.
+pub const UNKNOWN_DOMAIN_BODY: &str = "<body condition='improper-addressing' \
+     xmlns:stream='http://etherx.jabber.org/streams' type='terminate' \
+     xmlns='http://jabber.org/protocol/httpbind'/>";
 
 fn terminate_body(condition: Option<&str>) -> String {
     match condition {

@@ -30,6 +30,13 @@ pub const NGINX: Tool = Tool {
     install: "apt-get install nginx",
 };
 
+/// A real XMPP server behind nginx, for the `jitsi` check
+/// (tests/it/prosody.rs); `prosodyctl` counts its sessions.
+pub const PROSODY: Tool = Tool {
+    name: "prosody",
+    install: "apt-get install prosody",
+};
+
 pub const CHROMIUM: Tool = Tool {
     name: "chromium and chromedriver",
     install: "apt-get install chromium chromium-driver",
