@@ -19,6 +19,7 @@ mod nginx;
 mod open_redirect;
 mod probed_text;
 mod prosody;
+mod prosody_depths;
 mod server_core;
 mod skip_selftest;
 mod standin_selftest;

@@ -96,12 +96,8 @@ impl Session {
                 m.children_named(ns::SASL, "mechanism")
                     .any(|m| m.text.trim() == "ANONYMOUS")
             });
-        if !offered {
-            return Err(format!(
-                "{} does not offer anonymous login (is this the guest domain?)",
-                self.domain
-            ));
-        }
+        // Asked even when not offered, so that a refusal is the server's own
+        // condition; the hint says what is likely wrong.
         let auth = format!("<auth xmlns='{}' mechanism='ANONYMOUS'/>", ns::SASL);
         let answer = self
             .exchange(conn, &auth, |e| {
@@ -114,7 +110,14 @@ impl Session {
                 .iter()
                 .find(|c| c.name != "text")
                 .map_or("failure", |c| c.name.as_str());
-            return Err(condition.to_owned());
+            return Err(if offered {
+                condition.to_owned()
+            } else {
+                format!(
+                    "{condition} ({} offers no anonymous login: set guest_domain to where guests log in)",
+                    self.domain
+                )
+            });
         }
 
         // XEP-0206 §5: the stream restart is a request of its own.
