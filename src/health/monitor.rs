@@ -370,6 +370,7 @@ mod tests {
                 fall: 2,
             },
             extra_roots: vec![],
+            occupancy: None,
         }
     }
 
