@@ -14,9 +14,8 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::scalars::{
-    AliasName, CaFile, Count, Exclude, KnownServer, OccupancyInterval, PositiveDuration,
-    ProbePath, RedirectStatus, RemoteRoomName, RoomName, ServerName, ServerUrl, TrustedNet,
-    XmppDomain,
+    AliasName, CaFile, Count, Exclude, KnownServer, OccupancyInterval, PositiveDuration, ProbePath,
+    RedirectStatus, RemoteRoomName, RoomName, ServerName, ServerUrl, TrustedNet, XmppDomain,
 };
 use super::{
     check_defaults, occupancy_defaults, Check, CheckKind, Config, Defaults, Occupancy, Room,
@@ -80,11 +79,9 @@ impl<'de> Deserialize<'de> for RawServer {
             // As for `check:`: the error of a key that needs another one
             // is given the position of the server's mapping.
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawServer, A::Error> {
-                let fields =
-                    ServerFields::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                let fields = ServerFields::deserialize(de::value::MapAccessDeserializer::new(map))?;
                 let kind = fields.check.as_ref().and_then(|c| c.0.kind);
-                if matches!(fields.occupancy, Some(RawOccupancy::On(_)))
-                    && kind == Some(Kind::Http)
+                if matches!(fields.occupancy, Some(RawOccupancy::On(_))) && kind == Some(Kind::Http)
                 {
                     return Err(de::Error::custom(
                         "`occupancy` needs a check of `kind: jitsi`: the count comes from the Jitsi server's XMPP conference service; this server's check is of kind http",

@@ -264,16 +264,17 @@ fn occupancy_true_takes_every_default() {
     assert_eq!(on("    occupancy: {}\n"), defaults);
     // The MUC follows the check's XMPP domain, not the URL's host.
     assert_eq!(
-        on("    check: { xmpp_domain: meet.example }\n    occupancy: true\n")
-            .map(|o| o.muc_domain),
+        on("    check: { xmpp_domain: meet.example }\n    occupancy: true\n").map(|o| o.muc_domain),
         Some("conference.meet.example".to_owned())
     );
 }
 
 #[test]
 fn occupancy_settings_are_taken() {
-    let config = ok("servers:\n  a:\n    url: https://a.example\n    occupancy:\n      \
-         interval: 10s\n      muc_domain: muc.a.example\n      exclude: 0\n");
+    let config = ok(
+        "servers:\n  a:\n    url: https://a.example\n    occupancy:\n      \
+         interval: 10s\n      muc_domain: muc.a.example\n      exclude: 0\n",
+    );
     assert_eq!(
         config.servers[0].occupancy,
         Some(Occupancy {
