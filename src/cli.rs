@@ -290,6 +290,16 @@ fn summary(path: &Path, config: &Config) -> String {
             s.check.rise,
             s.check.fall
         );
+        if let Some(o) = &s.occupancy {
+            let _ = writeln!(
+                out,
+                "  {:<12} occupancy: counted every {} in {}, {} occupant(s) of a live room not counted",
+                "",
+                humantime::format_duration(o.interval),
+                o.muc_domain,
+                o.exclude
+            );
+        }
     }
     out.push_str("\nrooms:\n");
     let names = |targets: &[crate::config::Target]| {
@@ -403,6 +413,23 @@ async fn run_probe(file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_says_which_servers_count_their_rooms() {
+        let config = Config::parse(
+            "servers:\n  a: { url: 'https://a.example', occupancy: { interval: 1m } }\n  \
+             b: { url: 'https://b.example' }\n",
+            "t",
+            Path::new("."),
+        )
+        .unwrap();
+        let text = summary(Path::new("routes.yaml"), &config);
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("occupancy")).collect();
+        assert_eq!(
+            lines,
+            ["               occupancy: counted every 1m in conference.a.example, 1 occupant(s) of a live room not counted"]
+        );
+    }
 
     #[test]
     fn socket_modes_are_octal() {

@@ -1,5 +1,6 @@
-//! The live gateway: the current snapshot (config, routes, probed servers),
-//! and reloads that swap it whole without losing health state.
+//! The live gateway: the current snapshot (config, routes, probed servers,
+//! occupancy pollers), and reloads that swap it whole without losing health
+//! state or counts.
 //!
 //! Requests read the snapshot through `arc-swap`, which costs no lock, and a
 //! reload builds a complete new snapshot before swapping it in, so a request
@@ -16,7 +17,8 @@ use crate::config::{Config, ConfigError};
 use crate::decision::{self, Choice};
 use crate::health::{Health, ServerHandle, State};
 use crate::metrics::Metrics;
-use crate::routes::Routes;
+use crate::occupancy::{self, OccupancyHandle, Seen};
+use crate::routes::{RouteRoom, RouteTarget, Routes};
 
 /// How long a request waits at cold start for the first probe of its
 /// servers before it treats them as unknown. Short: a slow first probe must
@@ -41,6 +43,9 @@ pub struct Snapshot {
     pub routes: Routes,
     /// One probed server per `config.servers` entry, same order.
     pub servers: Vec<Arc<ServerHandle>>,
+    /// The occupancy poller of each server, same order; `None` where
+    /// occupancy is off.
+    pub occupancy: Vec<Option<Arc<OccupancyHandle>>>,
 }
 
 impl Snapshot {
@@ -71,6 +76,39 @@ impl Snapshot {
         let now = Instant::now();
         let health = servers.map(|i| self.servers[i].state(now).unwrap_or(State::Unknown));
         decision::choose(health, self.routes.when_all_down)
+    }
+
+    /// Where a room whose servers are `servers` goes at `now`, from each
+    /// server's latest result, never waiting: unknown before the first.
+    pub fn choose_now(&self, servers: impl Iterator<Item = usize>, now: Instant) -> Choice {
+        let states = servers.map(|i| self.servers[i].state(now).unwrap_or(State::Unknown));
+        decision::choose(states, self.routes.when_all_down)
+    }
+
+    /// The people in `target`'s room on its server at `now`; `None` when
+    /// unknown or not counted there.
+    pub fn occupants(&self, target: &RouteTarget, now: Instant) -> Option<Seen> {
+        let handle = self.occupancy.get(target.server)?.as_ref()?;
+        handle.people(&target.room, now)
+    }
+
+    /// The people in `room` on the server it redirects to under `choice`.
+    pub fn occupants_of(&self, room: &RouteRoom, choice: Choice, now: Instant) -> Option<Seen> {
+        match choice {
+            Choice::Target(i) => self.occupants(room.targets.get(i)?, now),
+            Choice::AllDownPage => None,
+        }
+    }
+
+    /// Every listed room with its people now (on the server it redirects
+    /// to now, never waiting), for `/metrics`.
+    pub fn occupants_now(&self) -> impl Iterator<Item = (&str, Option<u32>)> {
+        let now = Instant::now();
+        self.routes.rooms.iter().map(move |room| {
+            let choice = self.choose_now(room.servers(), now);
+            let people = self.occupants_of(room, choice, now).map(|s| s.people);
+            (room.name.as_str(), people)
+        })
     }
 
     /// Waits until each of `servers` has its first result, at most until
@@ -115,11 +153,13 @@ impl Gateway {
             .map(|s| ServerHandle::spawn(s.clone(), metrics.clone()))
             .collect();
         let routes = Routes::compile(&config, &metrics);
+        let occupancy = occupancy_pollers(&config, &[], &metrics);
         Arc::new(Gateway {
             current: ArcSwap::from_pointee(Snapshot {
                 config,
                 routes,
                 servers,
+                occupancy,
             }),
             metrics,
             source: std::sync::Mutex::new(source),
@@ -188,7 +228,8 @@ impl Gateway {
     }
 
     /// Swaps in `config`. Servers whose settings did not change keep their
-    /// prober and so their health state; the others start afresh.
+    /// prober and so their health state; the others start afresh. The same
+    /// for occupancy pollers, whose rooms must not have changed either.
     pub fn apply(&self, config: Config) {
         let old = self.snapshot();
         let mut kept = 0;
@@ -206,6 +247,7 @@ impl Gateway {
             )
             .collect();
         let routes = Routes::compile(&config, &self.metrics);
+        let occupancy = occupancy_pollers(&config, &old.occupancy, &self.metrics);
         tracing::info!(
             "config reloaded: {} servers ({} kept their health state), {} rooms",
             config.servers.len(),
@@ -216,8 +258,152 @@ impl Gateway {
             config,
             routes,
             servers,
+            occupancy,
         }));
         // Probers of servers that are gone stop when the last request that
         // still holds the old snapshot is done with it.
+    }
+}
+
+/// An occupancy poller for each server of `config` that has occupancy on:
+/// one of `old` where it counts the same rooms with the same settings, else
+/// a new one.
+fn occupancy_pollers(
+    config: &Config,
+    old: &[Option<Arc<OccupancyHandle>>],
+    metrics: &Arc<Metrics>,
+) -> Vec<Option<Arc<OccupancyHandle>>> {
+    config
+        .servers
+        .iter()
+        .enumerate()
+        .map(|(i, server)| {
+            server.occupancy.as_ref()?;
+            let rooms = occupancy::rooms_on(config, i);
+            let kept = old.iter().flatten().find(|h| h.fits(server, &rooms));
+            match kept {
+                Some(handle) => Some(handle.clone()),
+                None => OccupancyHandle::spawn(server, rooms, metrics),
+            }
+        })
+        .collect()
+}
+
+/// Snapshots with scripted probes and occupancy sources, for the unit tests
+/// of everything that reads one.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::health::{Probe, ProbeError};
+    use crate::occupancy::{Occupancy, OccupancySource};
+
+    /// A probe that succeeds while its switch is on.
+    #[derive(Clone)]
+    pub(crate) struct Switch(pub(crate) Arc<AtomicBool>);
+
+    impl Switch {
+        pub(crate) fn new(up: bool) -> Switch {
+            Switch(Arc::new(AtomicBool::new(up)))
+        }
+        pub(crate) fn set(&self, up: bool) {
+            self.0.store(up, Ordering::SeqCst);
+        }
+    }
+
+    impl Probe for Switch {
+        async fn probe(&self) -> Result<Duration, ProbeError> {
+            if self.0.load(Ordering::SeqCst) {
+                Ok(Duration::from_millis(1))
+            } else {
+                Err(ProbeError::new("BOSH answered 502"))
+            }
+        }
+    }
+
+    /// A source that always answers the same.
+    pub(crate) struct Fixed(pub(crate) Vec<Occupancy>);
+
+    impl OccupancySource for Fixed {
+        async fn occupants(&self, _: &[String]) -> Result<Vec<Occupancy>, ProbeError> {
+            Ok(self.0.clone())
+        }
+    }
+
+    impl Snapshot {
+        /// A snapshot of `config` whose server `i` is probed by `probes[i]`
+        /// and, where occupancy is on, counted by `sources[i]`.
+        pub(crate) fn scripted(
+            config: Config,
+            probes: Vec<Switch>,
+            sources: Vec<Fixed>,
+        ) -> Snapshot {
+            let metrics = Arc::new(Metrics::new());
+            let servers = config
+                .servers
+                .iter()
+                .zip(probes)
+                .map(|(s, p)| ServerHandle::spawn_with(s.clone(), p, metrics.clone()))
+                .collect();
+            let occupancy = config
+                .servers
+                .iter()
+                .zip(sources)
+                .enumerate()
+                .map(|(i, (s, source))| {
+                    s.occupancy.as_ref()?;
+                    let rooms = occupancy::rooms_on(&config, i);
+                    Some(OccupancyHandle::spawn_with(s, rooms, source, &metrics))
+                })
+                .collect();
+            Snapshot {
+                routes: Routes::compile(&config, &metrics),
+                config,
+                servers,
+                occupancy,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> Config {
+        Config::parse(yaml, "t", std::path::Path::new(".")).unwrap()
+    }
+
+    #[test]
+    fn a_reload_keeps_a_poller_that_counts_the_same_rooms_the_same_way() {
+        let metrics = Arc::new(Metrics::new());
+        let servers = "servers:\n  a: { url: 'http://127.0.0.1:1', occupancy: true }\n  \
+                       b: { url: 'http://127.0.0.1:2' }\n";
+        let first = config(&format!("{servers}rooms:\n  Lounge: {{}}\n"));
+        let old = occupancy_pollers(&first, &[], &metrics);
+        assert!(old[0].is_some() && old[1].is_none());
+        let same = |new: &[Option<Arc<OccupancyHandle>>]| match (&old[0], &new[0]) {
+            (Some(old), Some(new)) => Arc::ptr_eq(old, new),
+            _ => false,
+        };
+        // A new description changes nothing that is asked.
+        let kept = config(&format!(
+            "{servers}rooms:\n  Lounge: {{ description: Hi }}\n"
+        ));
+        assert!(same(&occupancy_pollers(&kept, &old, &metrics)));
+        // Another room, another interval, occupancy off: a new poller or none.
+        let more = config(&format!("{servers}rooms:\n  Lounge: {{}}\n  Cave: {{}}\n"));
+        assert!(!same(&occupancy_pollers(&more, &old, &metrics)));
+        let slower = config(&format!(
+            "{}rooms:\n  Lounge: {{}}\n",
+            servers.replace("occupancy: true", "occupancy: { interval: 1m }")
+        ));
+        assert!(!same(&occupancy_pollers(&slower, &old, &metrics)));
+        let off = config(&format!(
+            "{}rooms:\n  Lounge: {{}}\n",
+            servers.replace("occupancy: true", "occupancy: false")
+        ));
+        assert!(occupancy_pollers(&off, &old, &metrics)[0].is_none());
     }
 }

@@ -87,6 +87,10 @@ pub struct Strings {
     pub qr_code: &'static str,
     /// The QR code link for screen readers; `{}` is the room.
     pub qr_code_for: &'static str,
+    /// Badge of a room with people in it; `{}` is how many.
+    pub here_now: &'static str,
+    /// Badge of a room that is known to be empty.
+    pub nobody_here: &'static str,
     /// Before the server a room goes to now.
     pub goes_to: &'static str,
     /// Instead of a server, when a room has none to go to.
@@ -155,12 +159,36 @@ pub struct Strings {
     pub join: &'static str,
     /// Link-preview description of a room without one; `{}` is the room.
     pub preview_description: &'static str,
+    /// Link-preview description, first sentence, when people are in the
+    /// room; `{}` is how many.
+    pub in_room_now: &'static str,
+    /// Link-preview description, first sentence, when the room is known
+    /// to be empty.
+    pub nobody_in_room: &'static str,
 }
 
 impl Strings {
     /// `pattern` with its `{}` replaced by `value`.
     pub fn fill(&self, pattern: &str, value: &str) -> String {
         pattern.replacen("{}", value, 1)
+    }
+
+    /// The badge of a room with `people` in it: `3 here now`, or that
+    /// nobody is.
+    pub fn here(&self, people: u32) -> String {
+        match people {
+            0 => self.nobody_here.to_owned(),
+            n => self.fill(self.here_now, &n.to_string()),
+        }
+    }
+
+    /// The sentence a link preview starts with for a room with `people`
+    /// in it, ending in a space: `3 in the room now. `.
+    pub fn in_room(&self, people: u32) -> String {
+        match people {
+            0 => self.nobody_in_room.to_owned(),
+            n => self.fill(self.in_room_now, &n.to_string()),
+        }
     }
 
     /// The state word of `state` (`up`, `down`, `unknown`).
@@ -206,6 +234,8 @@ pub static EN: Strings = Strings {
     press_ctrl_c: "Press Ctrl+C",
     qr_code: "QR code",
     qr_code_for: "QR code for {}",
+    here_now: "{} here now",
+    nobody_here: "nobody here now",
     goes_to: "Goes to:",
     every_server_down: "every server is down",
     servers: "Servers",
@@ -241,6 +271,8 @@ pub static EN: Strings = Strings {
                     They may work again by now; try them:",
     join: "Join {}",
     preview_description: "The video meeting room {}",
+    in_room_now: "{} in the room now. ",
+    nobody_in_room: "Nobody in the room now. ",
 };
 
 /// German.
@@ -260,6 +292,8 @@ pub static DE: Strings = Strings {
     press_ctrl_c: "Strg+C drücken",
     qr_code: "QR-Code",
     qr_code_for: "QR-Code für {}",
+    here_now: "{} jetzt hier",
+    nobody_here: "gerade niemand hier",
     goes_to: "Führt zu:",
     every_server_down: "alle Server sind ausgefallen",
     servers: "Server",
@@ -295,6 +329,8 @@ pub static DE: Strings = Strings {
                     Vielleicht gehen sie inzwischen wieder; probiere sie aus:",
     join: "{} betreten",
     preview_description: "Der Videokonferenzraum {}",
+    in_room_now: "{} jetzt im Raum. ",
+    nobody_in_room: "Gerade niemand im Raum. ",
 };
 
 #[cfg(test)]
@@ -321,6 +357,17 @@ mod tests {
     }
 
     #[test]
+    fn counts_read_naturally() {
+        assert_eq!(EN.here(3), "3 here now");
+        assert_eq!(EN.here(0), "nobody here now");
+        assert_eq!(DE.here(3), "3 jetzt hier");
+        assert_eq!(DE.here(0), "gerade niemand hier");
+        assert_eq!(EN.in_room(1), "1 in the room now. ");
+        assert_eq!(DE.in_room(12), "12 jetzt im Raum. ");
+        assert_eq!(EN.in_room(0), "Nobody in the room now. ");
+    }
+
+    #[test]
     fn placeholders_appear_once_where_a_value_goes() {
         for s in [&EN, &DE] {
             for p in [
@@ -332,6 +379,8 @@ mod tests {
                 s.all_down_title,
                 s.join,
                 s.preview_description,
+                s.here_now,
+                s.in_room_now,
             ] {
                 assert_eq!(p.matches("{}").count(), 1, "{}: {p}", s.lang);
             }

@@ -10,6 +10,9 @@
 //! - [`health`]: one prober task per server (jitsi: config.js + a BOSH
 //!   session; or plain http), the up/down hysteresis, and the one `watch`
 //!   slot per server through which every reader shares the latest result.
+//! - [`occupancy`]: opt-in per server: one poller per server that counts
+//!   the people in its rooms once per interval, and the one place the
+//!   counts are kept (only counts, never names).
 //! - [`decision`]: the pure choice of a server from the servers' states.
 //! - [`gateway`]: the live snapshot of config, routes and probers, swapped
 //!   whole on reload.
@@ -43,6 +46,7 @@ pub mod http;
 pub mod lang;
 pub(crate) mod limits;
 pub mod metrics;
+pub mod occupancy;
 pub mod page;
 pub(crate) mod preview;
 pub mod routes;

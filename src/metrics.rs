@@ -6,6 +6,8 @@
 //! This module depends on nothing else in the crate: health and routes
 //! report into it, never the other way round.
 
+use std::sync::Mutex;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -38,7 +40,14 @@ pub struct StateLabels {
     pub state: &'static str,
 }
 
-/// Labels of probe counters.
+/// Labels of the occupants gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OccupantsLabels {
+    /// Room name as configured.
+    pub room: String,
+}
+
+/// Labels of probe and occupancy query counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProbeLabels {
     /// Server name from routes.yaml.
@@ -86,6 +95,14 @@ pub struct Metrics {
     pub reloads: Family<ReloadLabels, Counter>,
     /// Client connections open right now.
     pub open_connections: Gauge,
+    /// Occupancy queries run, by server and result.
+    pub occupancy_queries: Family<ProbeLabels, Counter>,
+    /// People in each room, on the server it redirects to now; only rooms
+    /// whose count is known. Set from the live state at each scrape.
+    room_occupants: Family<OccupantsLabels, Gauge>,
+    /// Makes a scrape's update of `room_occupants` and its encoding one
+    /// step, so that two scrapes never see each other's half-done update.
+    scrape: Mutex<()>,
 }
 
 impl Metrics {
@@ -140,6 +157,18 @@ impl Metrics {
             "Client connections open now",
             open_connections.clone(),
         );
+        let occupancy_queries = Family::<ProbeLabels, Counter>::default();
+        registry.register(
+            "occupancy_queries",
+            "Occupancy queries (one guest session each), by server and result",
+            occupancy_queries.clone(),
+        );
+        let room_occupants = Family::<OccupantsLabels, Gauge>::default();
+        registry.register(
+            "room_occupants",
+            "People in the room now, on the server it redirects to; absent while unknown",
+            room_occupants.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -158,6 +187,9 @@ impl Metrics {
             state_changes,
             reloads,
             open_connections,
+            occupancy_queries,
+            room_occupants,
+            scrape: Mutex::new(()),
         }
     }
 
@@ -181,6 +213,29 @@ impl Metrics {
         self.reloads.get_or_create(&ReloadLabels { result }).inc();
     }
 
+    /// The Prometheus text exposition of every metric, with
+    /// `room_occupants` set to `occupants` (room, people; `None` leaves the
+    /// room out), which replace those of the last scrape: rooms that are
+    /// gone or unknown now have no value.
+    pub fn encode_with_occupants<'a>(
+        &self,
+        occupants: impl IntoIterator<Item = (&'a str, Option<u32>)>,
+    ) -> String {
+        // Plain data behind the lock: a panic elsewhere cannot tear it.
+        let _scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        self.room_occupants.clear();
+        for (room, people) in occupants {
+            if let Some(n) = people {
+                self.room_occupants
+                    .get_or_create(&OccupantsLabels {
+                        room: room.to_owned(),
+                    })
+                    .set(i64::from(n));
+            }
+        }
+        self.encode()
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut text = String::new();
@@ -193,5 +248,63 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn occupants(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter(|l| l.starts_with("roomgate_room_occupants{"))
+            .collect()
+    }
+
+    #[test]
+    fn a_scrape_shows_the_known_counts_of_that_moment_only() {
+        let metrics = Metrics::new();
+        let text = metrics.encode_with_occupants([
+            ("Lounge", Some(3)),
+            ("Cave", Some(0)),
+            ("Quiet", None),
+        ]);
+        let mut got = occupants(&text);
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "roomgate_room_occupants{room=\"Cave\"} 0",
+                "roomgate_room_occupants{room=\"Lounge\"} 3"
+            ]
+        );
+        // A room that became unknown, or was removed by a reload, is gone.
+        let text = metrics.encode_with_occupants([("Cave", Some(1))]);
+        assert_eq!(
+            occupants(&text),
+            ["roomgate_room_occupants{room=\"Cave\"} 1"]
+        );
+        assert!(text.contains("# TYPE roomgate_room_occupants gauge"));
+    }
+
+    #[test]
+    fn occupancy_queries_are_counted_by_server_and_result() {
+        let metrics = Metrics::new();
+        for result in ["success", "success", "failure"] {
+            metrics
+                .occupancy_queries
+                .get_or_create(&ProbeLabels {
+                    server: "a".into(),
+                    result,
+                })
+                .inc();
+        }
+        let text = metrics.encode();
+        assert!(
+            text.contains("roomgate_occupancy_queries_total{server=\"a\",result=\"success\"} 2")
+        );
+        assert!(
+            text.contains("roomgate_occupancy_queries_total{server=\"a\",result=\"failure\"} 1")
+        );
     }
 }

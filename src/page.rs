@@ -183,6 +183,10 @@ struct RoomView<'a> {
     server_state_word: &'static str,
     /// Whether that server is a backup.
     fallback: bool,
+    /// People in the room there, when known.
+    occupants: Option<u32>,
+    /// The badge for `occupants`: `3 here now`.
+    occupants_text: String,
 }
 
 /// A server on the status page.
@@ -245,6 +249,8 @@ impl<'a> IndexPage<'a> {
                     server_state,
                     server_state_word: t.state(server_state),
                     fallback: room.fallback,
+                    occupants: room.occupants,
+                    occupants_text: room.occupants.map(|n| t.here(n)).unwrap_or_default(),
                 }
             })
             .collect();
@@ -414,6 +420,8 @@ pub struct PreviewPage<'a> {
     pub room: &'a str,
     /// What the room is for.
     pub description: Option<&'a str>,
+    /// People in the room on the server it redirects to, when known.
+    pub occupants: Option<u32>,
     /// The absolute short link, when known.
     pub url: Option<String>,
     /// The stylesheet, inlined.
@@ -422,11 +430,17 @@ pub struct PreviewPage<'a> {
 
 impl PreviewPage<'_> {
     /// The description, or for a room without one (and unlisted rooms) a
-    /// line naming the room, so that a card never shows the bare site.
+    /// line naming the room, so that a card never shows the bare site;
+    /// led by how many people are in the room when that is known, so that
+    /// a shared link tells whether anyone is there.
     fn description_or_fallback(&self) -> String {
-        match self.description {
+        let text = match self.description {
             Some(d) => d.to_owned(),
             None => self.t.fill(self.t.preview_description, self.room),
+        };
+        match self.occupants {
+            Some(n) => self.t.in_room(n) + &text,
+            None => text,
         }
     }
 }
@@ -540,6 +554,122 @@ mod tests {
         assert_eq!(ago(&DE, Duration::from_secs(600)), "vor 10 min");
     }
 
+    /// The status page of a Lounge with 3 people (4 occupants, the focus
+    /// one of them), an empty Cave and a Quiet room whose count is unknown.
+    async fn page_with_people(lang: &str) -> String {
+        use crate::gateway::testing::{Fixed, Switch};
+        use crate::occupancy::Occupancy::*;
+        let config = Config::parse(
+            &format!(
+                "site: {{ lang: {lang} }}\nservers:\n  a: {{ url: 'https://a.example', occupancy: true }}\n\
+                 rooms:\n  Lounge: {{}}\n  Cave: {{}}\n  Quiet: {{}}\n"
+            ),
+            "t",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let snap = crate::gateway::Snapshot::scripted(
+            config,
+            vec![Switch::new(true)],
+            vec![Fixed(vec![Known(4), Empty, Unknown])],
+        );
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        let health = snap.health();
+        let status = crate::status::status(&snap, &health);
+        IndexPage::new(&snap.config.site, &status, None)
+            .render()
+            .unwrap()
+    }
+
+    /// The card of `room` in `html`.
+    fn card<'h>(html: &'h str, room: &str) -> &'h str {
+        let start = html
+            .find(&format!("data-room=\"{room}\""))
+            .and_then(|at| html[..at].rfind("<li"))
+            .unwrap_or_else(|| panic!("no card for {room}"));
+        let end = start + html[start..].find("</li>").unwrap();
+        &html[start..end]
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_room_with_people_says_how_many_and_stands_out() {
+        let html = page_with_people("en").await;
+        let lounge = card(&html, "Lounge");
+        assert!(
+            lounge.starts_with("<li class=\"card occupied\""),
+            "{lounge}"
+        );
+        assert!(
+            lounge.contains(
+                "<span class=\"badge people\" data-field=\"occupants\">3 here now</span>"
+            ),
+            "{lounge}"
+        );
+        let cave = card(&html, "Cave");
+        assert!(cave.starts_with("<li class=\"card\""), "{cave}");
+        assert!(
+            cave.contains("<span class=\"badge people nobody\" data-field=\"occupants\">nobody here now</span>"),
+            "{cave}"
+        );
+        // Unknown: nothing to read, only the empty slot the script fills.
+        let quiet = card(&html, "Quiet");
+        assert!(quiet.starts_with("<li class=\"card\""), "{quiet}");
+        assert!(
+            quiet.contains("<span class=\"badge people\" data-field=\"occupants\" hidden></span>"),
+            "{quiet}"
+        );
+        let german = page_with_people("de").await;
+        assert!(card(&german, "Lounge").contains(">3 jetzt hier</span>"));
+        assert!(card(&german, "Cave").contains(">gerade niemand hier</span>"));
+    }
+
+    #[test]
+    fn a_preview_leads_with_the_count_when_it_is_known() {
+        let page = |t, description, occupants| {
+            PreviewPage {
+                t,
+                site_title: "Space",
+                room: "Lounge",
+                description,
+                occupants,
+                url: None,
+                style: STYLE,
+            }
+            .description_or_fallback()
+        };
+        use crate::lang::{DE, EN};
+        let about = Some("Die Lounge ist der Treffpunkt.");
+        assert_eq!(
+            page(&EN, about, Some(3)),
+            "3 in the room now. Die Lounge ist der Treffpunkt."
+        );
+        assert_eq!(
+            page(&DE, about, Some(3)),
+            "3 jetzt im Raum. Die Lounge ist der Treffpunkt."
+        );
+        assert_eq!(
+            page(&EN, None, Some(0)),
+            "Nobody in the room now. The video meeting room Lounge"
+        );
+        assert_eq!(page(&EN, about, None), "Die Lounge ist der Treffpunkt.");
+        let html = PreviewPage {
+            t: &EN,
+            site_title: "Space",
+            room: "Lounge",
+            description: about,
+            occupants: Some(1),
+            url: None,
+            style: STYLE,
+        }
+        .render()
+        .unwrap();
+        assert!(html.contains(
+            "<meta property=\"og:description\" content=\"1 in the room now. Die Lounge ist der Treffpunkt.\">"
+        ));
+    }
+
     #[test]
     fn templates_escape_config_text() {
         let page = PreviewPage {
@@ -547,6 +677,7 @@ mod tests {
             site_title: "A & B",
             room: "Lounge",
             description: Some("<script>alert(\"x\")</script> 'q'"),
+            occupants: None,
             url: Some("https://g.example/Lounge".into()),
             style: STYLE,
         };

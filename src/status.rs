@@ -104,6 +104,11 @@ pub struct RoomStatus<'a> {
     pub server: Option<&'a str>,
     /// Whether `server` is not the room's first choice.
     pub fallback: bool,
+    /// People in the room on `server` (the focus not counted); `null`
+    /// when unknown or not counted there.
+    pub occupants: Option<u32>,
+    /// When `server` told that count.
+    pub occupants_at: Option<Time>,
     /// Display name of `server`, for the HTML page.
     #[serde(skip)]
     pub server_label: Option<&'a str>,
@@ -159,6 +164,7 @@ pub fn status<'a>(snap: &'a Snapshot, health: &'a [Option<Arc<Health>>]) -> Stat
                 }
                 Choice::AllDownPage => (None, None, false),
             };
+            let seen = snap.occupants_of(room, choice, instant);
             let server_config = server.map(|i| &snap.config.servers[i]);
             RoomStatus {
                 name: &room.name,
@@ -167,6 +173,8 @@ pub fn status<'a>(snap: &'a Snapshot, health: &'a [Option<Arc<Health>>]) -> Stat
                 target,
                 server: server_config.map(|s| s.name.as_str()),
                 fallback,
+                occupants: seen.map(|s| s.people),
+                occupants_at: seen.map(|s| Time(s.at)),
                 server_label: server_config.map(|s| s.label.as_str()),
                 server_index: server,
             }
@@ -198,5 +206,113 @@ fn uptime(summary: &Summary) -> Uptime {
                 to: Time(s.to),
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::gateway::testing::{Fixed, Switch};
+    use crate::occupancy::Occupancy::*;
+
+    /// Lets the probers and pollers run until they sleep again.
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Two servers that count, each holding the Lounge (as `Lobby` on
+    /// `b`); the Cave only on `b`, Quiet on `a` only.
+    fn config() -> Config {
+        Config::parse(
+            "servers:\n  \
+               a: { url: 'https://a.example', occupancy: true, check: { interval: 10s, timeout: 1s, fall: 1, rise: 1 } }\n  \
+               b: { url: 'https://b.example', occupancy: { interval: 10s } }\n\
+             rooms:\n  \
+               Lounge: { servers: [a, { server: b, room: Lobby }] }\n  \
+               Cave: { servers: [b] }\n  \
+               Quiet: { servers: [a] }\n",
+            "t",
+            Path::new("."),
+        )
+        .unwrap()
+    }
+
+    fn occupants<'a>(status: &Status<'a>) -> Vec<(&'a str, Option<u32>)> {
+        status.rooms.iter().map(|r| (r.name, r.occupants)).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_room_shows_the_count_of_the_server_it_redirects_to() {
+        let a = Switch::new(true);
+        let snap = crate::gateway::Snapshot::scripted(
+            config(),
+            vec![a.clone(), Switch::new(true)],
+            // a: lounge, quiet; b: lobby, cave.
+            vec![Fixed(vec![Known(4), Unknown]), Fixed(vec![Known(2), Empty])],
+        );
+        settle().await;
+        let health = snap.health();
+        let now = status(&snap, &health);
+        assert_eq!(
+            occupants(&now),
+            [("Lounge", Some(3)), ("Cave", Some(0)), ("Quiet", None)]
+        );
+        assert_eq!(snap.occupants_now().collect::<Vec<_>>(), occupants(&now));
+        // The Lounge moves to b, where it is the Lobby: b's count.
+        a.set(false);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        settle().await;
+        let health = snap.health();
+        let moved = status(&snap, &health);
+        assert_eq!(moved.rooms[0].server, Some("b"));
+        assert_eq!(
+            occupants(&moved),
+            [("Lounge", Some(1)), ("Cave", Some(0)), ("Quiet", None)]
+        );
+        assert_eq!(snap.occupants_now().collect::<Vec<_>>(), occupants(&moved));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_json_has_a_number_and_its_time_or_null() {
+        let snap = crate::gateway::Snapshot::scripted(
+            config(),
+            vec![Switch::new(true), Switch::new(true)],
+            vec![Fixed(vec![Known(4), Unknown]), Fixed(vec![Known(2), Empty])],
+        );
+        settle().await;
+        let health = snap.health();
+        let json = serde_json::to_value(status(&snap, &health)).unwrap();
+        let lounge = &json["rooms"][0];
+        assert_eq!(lounge["occupants"], 3);
+        let at = lounge["occupants_at"].as_str().expect("a time");
+        // The same format as every other time in the JSON.
+        assert_eq!(at.len(), json["generated"].as_str().unwrap().len());
+        assert!(at.ends_with('Z'), "{at}");
+        let quiet = &json["rooms"][2];
+        assert!(quiet["occupants"].is_null() && quiet["occupants_at"].is_null());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_without_occupancy_shows_no_count() {
+        let config = Config::parse(
+            "servers:\n  a: { url: 'https://a.example' }\nrooms:\n  Lounge: {}\n",
+            "t",
+            Path::new("."),
+        )
+        .unwrap();
+        let snap = crate::gateway::Snapshot::scripted(
+            config,
+            vec![Switch::new(true)],
+            vec![Fixed(vec![Known(9)])],
+        );
+        settle().await;
+        let health = snap.health();
+        assert_eq!(occupants(&status(&snap, &health)), [("Lounge", None)]);
     }
 }

@@ -120,6 +120,15 @@
         }
       }
       field(card, "backup").hidden = !r.fallback;
+      // How many are in the room: nothing when unknown (see IndexPage::new).
+      var n = r.occupants;
+      var people = field(card, "occupants");
+      if (people) {
+        people.hidden = typeof n !== "number";
+        setText(people, typeof n !== "number" ? "" : n > 0 ? fill(T.here_now, n) : T.nobody_here || "");
+        people.classList.toggle("nobody", n === 0);
+      }
+      card.classList.toggle("occupied", typeof n === "number" && n > 0);
     });
     // The banner names rooms with no server left instead of promising
     // them a backup (see IndexPage::new).

@@ -164,7 +164,40 @@ pub struct Server {
     pub check: Check,
     /// Extra trusted roots from `ca_file`, in addition to the webpki roots.
     pub extra_roots: Vec<CertificateDer<'static>>,
+    /// Whether and how the rooms' occupants are counted; `None` (the
+    /// default) never asks, since a count tells the public who is meeting.
+    pub occupancy: Option<Occupancy>,
 }
+
+/// `servers.X.occupancy`: counting the people in the server's rooms (only
+/// counts: never names, nicks or JIDs). Only for `jitsi` checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Occupancy {
+    /// Time between two queries, each one guest session on the server; at
+    /// least [`MIN_OCCUPANCY_INTERVAL`].
+    pub interval: Duration,
+    /// The conference MUC, where a room lives as `<room>@<muc_domain>`.
+    pub muc_domain: String,
+    /// Occupants of a live room that are not people (Jitsi's focus,
+    /// Jicofo, sits in every room), subtracted from a count above zero.
+    pub exclude: u32,
+}
+
+/// Defaults of `servers.X.occupancy`, as documented in the README.
+mod occupancy_defaults {
+    use std::time::Duration;
+    /// Time between two queries.
+    pub const INTERVAL: Duration = Duration::from_secs(30);
+    /// Jicofo's one occupant per live room.
+    pub const EXCLUDE: u32 = 1;
+    /// The MUC of Jitsi's Debian packages; docker-jitsi-meet uses `muc.`.
+    pub const MUC_PREFIX: &str = "conference.";
+}
+
+/// The shortest `occupancy.interval`: every query logs a guest in on
+/// someone else's server, which should not happen more than a few times
+/// a minute.
+pub const MIN_OCCUPANCY_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Probe settings of one server, defaults filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,12 +14,12 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::scalars::{
-    AliasName, CaFile, Count, KnownServer, PositiveDuration, ProbePath, RedirectStatus,
-    RemoteRoomName, RoomName, ServerName, ServerUrl, TrustedNet, XmppDomain,
+    AliasName, CaFile, Count, Exclude, KnownServer, OccupancyInterval, PositiveDuration, ProbePath,
+    RedirectStatus, RemoteRoomName, RoomName, ServerName, ServerUrl, TrustedNet, XmppDomain,
 };
 use super::{
-    check_defaults, Check, CheckKind, Config, Defaults, Depth, Room, Server, Site, StatusRange,
-    Target, Unlisted, WhenAllDown, MAX_ROOMS, MAX_SERVERS,
+    check_defaults, occupancy_defaults, Check, CheckKind, Config, Defaults, Depth, Occupancy,
+    Room, Server, Site, StatusRange, Target, Unlisted, WhenAllDown, MAX_ROOMS, MAX_SERVERS,
 };
 
 /// First pass: the server names and nothing else.
@@ -47,13 +47,13 @@ pub(super) struct RawFile {
     trusted_proxies: Option<Vec<TrustedNet>>,
 }
 
-/// An entry of `servers:`.
+/// An entry of `servers:` as written.
 #[derive(Deserialize)]
 #[serde(
     deny_unknown_fields,
     expecting = "a server mapping with at least `url:`"
 )]
-struct RawServer {
+struct ServerFields {
     url: ServerUrl,
     #[serde(default)]
     label: Option<String>,
@@ -61,6 +61,104 @@ struct RawServer {
     check: Option<RawCheck>,
     #[serde(default)]
     ca_file: Option<CaFile>,
+    #[serde(default)]
+    occupancy: Option<RawOccupancy>,
+}
+
+/// An entry of `servers:` whose fields agree with each other.
+struct RawServer(ServerFields);
+
+impl<'de> Deserialize<'de> for RawServer {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawServer;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a server mapping with at least `url:`")
+            }
+            // As for `check:`: the error of a key that needs another one
+            // is given the position of the server's mapping.
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawServer, A::Error> {
+                let fields = ServerFields::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                let kind = fields.check.as_ref().and_then(|c| c.0.kind);
+                if matches!(fields.occupancy, Some(RawOccupancy::On(_))) && kind == Some(Kind::Http)
+                {
+                    return Err(de::Error::custom(
+                        "`occupancy` needs a check of `kind: jitsi`: the count comes from the Jitsi server's XMPP conference service; this server's check is of kind http",
+                    ));
+                }
+                Ok(RawServer(fields))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// `occupancy:` as written: `true`, `false`, or a mapping of settings
+/// (which turns it on; `{}` takes every default).
+enum RawOccupancy {
+    Off,
+    On(OccupancyFields),
+}
+
+/// The settings of an `occupancy:` mapping.
+#[derive(Deserialize, Default)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with `interval:`, `muc_domain:` or `exclude:`"
+)]
+struct OccupancyFields {
+    #[serde(default)]
+    interval: Option<OccupancyInterval>,
+    #[serde(default)]
+    muc_domain: Option<XmppDomain>,
+    #[serde(default)]
+    exclude: Option<Exclude>,
+}
+
+impl<'de> Deserialize<'de> for RawOccupancy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawOccupancy;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`true`, `false` or a mapping like `{ interval: 30s, exclude: 1 }`")
+            }
+            fn visit_bool<E: de::Error>(self, on: bool) -> Result<RawOccupancy, E> {
+                Ok(if on {
+                    RawOccupancy::On(OccupancyFields::default())
+                } else {
+                    RawOccupancy::Off
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawOccupancy, A::Error> {
+                OccupancyFields::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawOccupancy::On)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl RawOccupancy {
+    /// The settings, defaults filled in; `check` is already resolved.
+    fn resolve(self, check: &Check) -> Option<Occupancy> {
+        let RawOccupancy::On(f) = self else {
+            return None;
+        };
+        let CheckKind::Jitsi { xmpp_domain, .. } = &check.kind else {
+            // Refused while parsing (see `RawServer`).
+            return None;
+        };
+        Some(Occupancy {
+            interval: f.interval.map_or(occupancy_defaults::INTERVAL, |i| i.0),
+            muc_domain: f.muc_domain.map_or_else(
+                || format!("{}{xmpp_domain}", occupancy_defaults::MUC_PREFIX),
+                |d| d.0,
+            ),
+            exclude: f.exclude.map_or(occupancy_defaults::EXCLUDE, |e| e.0),
+        })
+    }
 }
 
 /// The `defaults:` section.
@@ -108,13 +206,14 @@ impl RawFile {
             .servers
             .0
             .into_iter()
-            .map(|(name, raw)| {
+            .map(|(name, RawServer(raw))| {
                 let url = raw.url;
                 let check = raw.check.unwrap_or_default().resolve(&url);
                 Server {
                     label: raw.label.unwrap_or_else(|| name.0.clone()),
                     name: name.0,
                     url: url.base,
+                    occupancy: raw.occupancy.and_then(|o| o.resolve(&check)),
                     check,
                     extra_roots: raw.ca_file.map(|f| f.0).unwrap_or_default(),
                 }

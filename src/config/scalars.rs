@@ -15,7 +15,10 @@ use rustls::pki_types::CertificateDer;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use super::{in_context, Link, StatusRange, MAX_DURATION, MAX_LINKS, MAX_NAME_LEN, RESERVED_NAMES};
+use super::{
+    in_context, Link, StatusRange, MAX_DURATION, MAX_LINKS, MAX_NAME_LEN, MIN_OCCUPANCY_INTERVAL,
+    RESERVED_NAMES,
+};
 
 /// Deserializes a scalar through `check`, inside the visitor, so that an
 /// error carries the scalar's position (see the module docs).
@@ -350,19 +353,56 @@ pub(super) struct PositiveDuration(pub(super) Duration);
 impl<'de> Deserialize<'de> for PositiveDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         checked_str(d, "a duration like 30s", |text| {
-            let duration = humantime::parse_duration(text).map_err(|_| {
-                format!("`{text}` is not a positive duration; write it with a unit, like 30s, 2m or 500ms")
-            })?;
-            if duration.is_zero() {
-                return Err("the duration must be greater than zero".to_owned());
-            }
-            if duration > MAX_DURATION {
+            positive_duration(text).map(PositiveDuration)
+        })
+    }
+}
+
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|_| {
+        format!("`{text}` is not a positive duration; write it with a unit, like 30s, 2m or 500ms")
+    })?;
+    if duration.is_zero() {
+        return Err("the duration must be greater than zero".to_owned());
+    }
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "`{text}` is longer than {}, the longest duration roomgate accepts",
+            humantime::format_duration(MAX_DURATION)
+        ));
+    }
+    Ok(duration)
+}
+
+/// `occupancy.interval`: a duration of at least [`MIN_OCCUPANCY_INTERVAL`].
+#[derive(Clone, Copy)]
+pub(super) struct OccupancyInterval(pub(super) Duration);
+
+impl<'de> Deserialize<'de> for OccupancyInterval {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked_str(d, "a duration like 30s", |text| {
+            let duration = positive_duration(text)?;
+            if duration < MIN_OCCUPANCY_INTERVAL {
                 return Err(format!(
-                    "`{text}` is longer than {}, the longest duration roomgate accepts",
-                    humantime::format_duration(MAX_DURATION)
+                    "`{text}` is shorter than {}, the shortest occupancy interval: every query logs a guest in on the server",
+                    humantime::format_duration(MIN_OCCUPANCY_INTERVAL)
                 ));
             }
-            Ok(PositiveDuration(duration))
+            Ok(OccupancyInterval(duration))
+        })
+    }
+}
+
+/// `occupancy.exclude`: occupants that are not people, 0 or more.
+#[derive(Clone, Copy)]
+pub(super) struct Exclude(pub(super) u32);
+
+impl<'de> Deserialize<'de> for Exclude {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked_str(d, "a whole number of 0 or more", |text| {
+            text.parse::<u32>()
+                .map(Exclude)
+                .map_err(|_| format!("`{text}` is not a whole number of 0 or more"))
         })
     }
 }

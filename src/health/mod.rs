@@ -11,6 +11,7 @@ mod probe;
 mod resolve;
 
 pub use history::History;
+pub(crate) use monitor::panic_text;
 pub use monitor::ServerHandle;
 pub use probe::{Probe, ProbeError, ServerProbe, MAX_ERROR_CHARS};
 
@@ -21,8 +22,8 @@ use tokio::time::Instant;
 use serde::Serialize;
 
 /// Aborts a task when dropped: a prober with its handle, a probe's
-/// connection driver with its probe.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// connection driver with its probe, an occupancy poller with its handle.
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

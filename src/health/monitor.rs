@@ -320,7 +320,7 @@ impl<P: Probe> Prober<P> {
 }
 
 /// The message of a panic, for the log line.
-fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+pub(crate) fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
     match payload.downcast::<String>() {
         Ok(text) => *text,
         Err(payload) => payload
@@ -373,6 +373,7 @@ mod tests {
                 fall: 2,
             },
             extra_roots: vec![],
+            occupancy: None,
         }
     }
 

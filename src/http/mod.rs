@@ -87,7 +87,7 @@ async fn respond<B>(gw: &Gateway, peer: &Peer, req: &Request<B>) -> Response<Bod
             StatusCode::SERVICE_UNAVAILABLE,
             "waiting for first probes\n",
         ),
-        "/metrics" => response::metrics(gw.metrics.encode()),
+        "/metrics" => response::metrics(gw.metrics.encode_with_occupants(snap.occupants_now())),
         "/_/favicon.svg" => response::svg(page::FAVICON, "public, max-age=86400"),
         path if path.starts_with("/_/qr/") => qr_code(&snap, peer, path, authority, headers),
         path if path.starts_with("/_/") => not_found(&snap, peer, path, headers),
@@ -112,7 +112,7 @@ async fn room(
     // without a User-Agent skip the check at the cost of one header lookup.
     if let Some(agent) = headers.get(header::USER_AGENT) {
         if snap.routes.preview.matches(agent.as_bytes()) {
-            return preview(gw, snap, peer, path, name, authority, headers);
+            return preview(gw, snap, peer, path, name, authority, headers).await;
         }
     }
     let status = snap.routes.redirect_status;
@@ -313,8 +313,9 @@ fn qr_code(
     response::svg(svg, "no-cache")
 }
 
-/// The OpenGraph card a link-preview fetcher gets for `/{room}`.
-fn preview(
+/// The OpenGraph card a link-preview fetcher gets for `/{room}`, led by
+/// how many people are in the room on the server it redirects to now.
+async fn preview(
     gw: &Gateway,
     snap: &Snapshot,
     peer: &Peer,
@@ -323,9 +324,14 @@ fn preview(
     authority: Option<&str>,
     headers: &HeaderMap,
 ) -> Response<Body> {
-    let (room, description) = match snap.routes.lookup(name) {
-        Lookup::Room(room) => (room.name.as_str(), room.description.as_deref()),
-        Lookup::Unlisted(name) => (name, None),
+    let (room, description, occupants) = match snap.routes.lookup(name) {
+        Lookup::Room(room) => {
+            let choice = snap.choose(room.servers()).await;
+            let seen = snap.occupants_of(room, choice, tokio::time::Instant::now());
+            let description = room.description.as_deref();
+            (room.name.as_str(), description, seen.map(|s| s.people))
+        }
+        Lookup::Unlisted(name) => (name, None, None),
         Lookup::NotFound => return unknown_room(gw, snap, peer, path, headers),
     };
     gw.metrics.previews.inc();
@@ -335,6 +341,7 @@ fn preview(
         site_title: &site.title,
         room,
         description,
+        occupants,
         url: page::public_base(&snap.config, peer, authority, headers)
             .map(|base| format!("{base}/{room}")),
         style: page::STYLE,

@@ -270,3 +270,60 @@ fn check_depths_and_their_domains() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn occupancy_is_off_unless_asked_for() {
+    assert_eq!(ok(ONE).servers[0].occupancy, None);
+    let off = ok("servers:\n  a:\n    url: https://a.example\n    occupancy: false\n");
+    assert_eq!(off.servers[0].occupancy, None);
+}
+
+#[test]
+fn occupancy_true_takes_every_default() {
+    let on = |rest: &str| {
+        ok(&format!(
+            "servers:\n  a:\n    url: https://a.example:8443/x\n{rest}"
+        ))
+        .servers[0]
+            .occupancy
+            .clone()
+    };
+    let defaults = Some(Occupancy {
+        interval: secs(30),
+        muc_domain: "conference.a.example".to_owned(),
+        exclude: 1,
+    });
+    assert_eq!(on("    occupancy: true\n"), defaults);
+    assert_eq!(on("    occupancy: {}\n"), defaults);
+    // The MUC follows the check's XMPP domain, not the URL's host.
+    assert_eq!(
+        on("    check: { xmpp_domain: meet.example }\n    occupancy: true\n").map(|o| o.muc_domain),
+        Some("conference.meet.example".to_owned())
+    );
+}
+
+#[test]
+fn occupancy_settings_are_taken() {
+    let config = ok(
+        "servers:\n  a:\n    url: https://a.example\n    occupancy:\n      \
+         interval: 10s\n      muc_domain: muc.a.example\n      exclude: 0\n",
+    );
+    assert_eq!(
+        config.servers[0].occupancy,
+        Some(Occupancy {
+            interval: MIN_OCCUPANCY_INTERVAL,
+            muc_domain: "muc.a.example".to_owned(),
+            exclude: 0,
+        })
+    );
+    // `kind: jitsi` said out loud, after the occupancy, is fine too.
+    let config = ok(
+        "servers:\n  a:\n    url: https://a.example\n    occupancy: true\n    check: { kind: jitsi }\n",
+    );
+    assert!(config.servers[0].occupancy.is_some());
+    // Off on an http check is no contradiction.
+    let config = ok(
+        "servers:\n  a:\n    url: https://a.example\n    occupancy: false\n    check: { kind: http }\n",
+    );
+    assert_eq!(config.servers[0].occupancy, None);
+}
