@@ -18,8 +18,8 @@ use super::scalars::{
     RedirectStatus, RemoteRoomName, RoomName, ServerName, ServerUrl, TrustedNet, XmppDomain,
 };
 use super::{
-    check_defaults, occupancy_defaults, Check, CheckKind, Config, Defaults, Depth, Occupancy,
-    Room, Server, Site, StatusRange, Target, Unlisted, WhenAllDown, MAX_ROOMS, MAX_SERVERS,
+    check_defaults, occupancy_defaults, Check, CheckKind, Config, Defaults, Depth, Occupancy, Room,
+    Server, Site, StatusRange, Target, Unlisted, WhenAllDown, MAX_ROOMS, MAX_SERVERS,
 };
 
 /// First pass: the server names and nothing else.

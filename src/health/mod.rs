@@ -13,7 +13,7 @@ mod resolve;
 pub use history::History;
 pub(crate) use monitor::panic_text;
 pub use monitor::ServerHandle;
-pub use probe::{Probe, ProbeError, ServerProbe, MAX_ERROR_CHARS};
+pub use probe::{xml, Probe, ProbeError, ServerProbe, MAX_ERROR_CHARS};
 
 use std::time::{Duration, SystemTime};
 

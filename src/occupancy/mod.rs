@@ -15,6 +15,7 @@
 mod poller;
 #[cfg(test)]
 mod tests;
+mod xmpp;
 
 pub use poller::{OccupancyHandle, Seen};
 
@@ -51,27 +52,11 @@ pub trait OccupancySource: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Occupancy>, ProbeError>> + Send;
 }
 
-/// The source that counts the occupants of `server`'s rooms, `None` when
-/// there is none.
-///
-/// THE SEAM where the XMPP source plugs in: a guest session over BOSH (SASL
-/// ANONYMOUS, bind) on the server's check, then a disco#info (XEP-0045
-/// §6.4) to `<room>@<muc_domain>` for each room, reading
-/// `muc#roominfo_occupants`, and the session terminated. Until it is
-/// plugged in this returns `None`, and every count stays unknown (a warning
-/// at start says so).
-pub(crate) fn source_for(_server: &Server) -> Option<impl OccupancySource> {
-    None::<Unplugged>
-}
-
-/// No source: an uninhabited type, so that [`source_for`] has a type to
-/// name until the real source replaces it.
-enum Unplugged {}
-
-impl OccupancySource for Unplugged {
-    async fn occupants(&self, _rooms: &[String]) -> Result<Vec<Occupancy>, ProbeError> {
-        match *self {}
-    }
+/// The source that counts the occupants of `server`'s rooms: a guest
+/// session over the server's BOSH ([`xmpp`]); `None` when its occupancy is
+/// off.
+pub(crate) fn source_for(server: &Server) -> Option<impl OccupancySource> {
+    xmpp::XmppSource::new(server)
 }
 
 /// The people in a room from what its server said: occupants minus

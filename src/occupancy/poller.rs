@@ -57,7 +57,7 @@ pub struct OccupancyHandle {
     /// every status page and preview without a lock.
     latest: Arc<ArcSwapOption<Counts>>,
     /// The task that runs the poller and restarts it if it fails; `None`
-    /// when the server has no source.
+    /// when the server's occupancy is off.
     _poller: Option<AbortOnDrop>,
 }
 
@@ -70,22 +70,8 @@ impl OccupancyHandle {
         rooms: Vec<String>,
         metrics: &Arc<Metrics>,
     ) -> Option<Arc<OccupancyHandle>> {
-        server.occupancy.as_ref()?;
-        Some(match source_for(server) {
-            Some(source) => OccupancyHandle::spawn_with(server, rooms, source, metrics),
-            None => {
-                tracing::warn!(
-                    "{}: occupancy is on, but this build has no source to count occupants with; the counts stay unknown",
-                    server.name
-                );
-                Arc::new(OccupancyHandle {
-                    server: server.clone(),
-                    rooms: rooms.into(),
-                    latest: Arc::default(),
-                    _poller: None,
-                })
-            }
-        })
+        let source = source_for(server)?;
+        Some(OccupancyHandle::spawn_with(server, rooms, source, metrics))
     }
 
     /// Starts counting with `source`; tests hand in scripted sources. No
