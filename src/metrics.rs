@@ -54,6 +54,16 @@ pub struct ReloadLabels {
     pub result: &'static str,
 }
 
+/// Labels of the notification counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotifyLabels {
+    /// Target name from `notify.targets`.
+    pub target: String,
+    /// `sent`, `retried` (an attempt that failed and is tried again),
+    /// `failed` (refused or given up) or `dropped` (the queue was full).
+    pub result: &'static str,
+}
+
 /// Labels of the build info gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
@@ -86,6 +96,8 @@ pub struct Metrics {
     pub reloads: Family<ReloadLabels, Counter>,
     /// Client connections open right now.
     pub open_connections: Gauge,
+    /// Notification attempts and messages, by target and result.
+    pub notifications: Family<NotifyLabels, Counter>,
 }
 
 impl Metrics {
@@ -140,6 +152,12 @@ impl Metrics {
             "Client connections open now",
             open_connections.clone(),
         );
+        let notifications = Family::<NotifyLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notifications by target and result: sent, retried, failed, dropped",
+            notifications.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -158,6 +176,7 @@ impl Metrics {
             state_changes,
             reloads,
             open_connections,
+            notifications,
         }
     }
 
