@@ -16,6 +16,7 @@ mod lifecycle;
 mod lifecycle_under_load;
 mod load;
 mod nginx;
+mod notify;
 mod open_redirect;
 mod probed_text;
 mod server_core;

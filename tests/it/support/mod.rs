@@ -9,6 +9,7 @@
 pub mod faults;
 pub mod gate;
 pub mod nginx;
+pub mod receiver;
 pub mod standin;
 pub mod tls;
 pub mod tools;
