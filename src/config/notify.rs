@@ -77,7 +77,7 @@ pub enum TargetKind {
     Matrix {
         /// The homeserver's base URL, no trailing slash.
         homeserver: String,
-        /// The room id, `!abc:example.org`.
+        /// The room id, `!abc:example.org` (or `!hash`, room version 12).
         room: String,
         /// The access token of the account that posts.
         token: Secret,
@@ -388,7 +388,7 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// A Matrix room id: `!opaque:server`.
+/// A Matrix room id: `!opaque:server`, or `!hash` since room version 12.
 struct MatrixRoom(String);
 
 impl<'de> Deserialize<'de> for MatrixRoom {
@@ -399,8 +399,9 @@ impl<'de> Deserialize<'de> for MatrixRoom {
                     "`{text}` is a room alias; give the room id (`!...:server`, in Element under Room settings > Advanced)"
                 ));
             }
-            let valid = text.starts_with('!')
-                && text.contains(':')
+            // Room version 12 ids are `!` and a hash, without `:server`.
+            let valid = text.len() > 1
+                && text.starts_with('!')
                 && text.len() <= 255
                 && text.bytes().all(|b| b.is_ascii_graphic());
             if !valid {

@@ -23,4 +23,5 @@ mod server_core;
 mod skip_selftest;
 mod standin_selftest;
 mod status_extras;
+mod synapse;
 mod systemd_sandbox;

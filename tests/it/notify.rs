@@ -62,7 +62,7 @@ fn telegram(name: &str, r: &Receiver) -> String {
 
 /// Waits until `server` has `state`; returns when the prober recorded the
 /// change (the moment its log line is written).
-async fn changed(gate: &Gate, server: &str, state: &str, bound: Duration) -> SystemTime {
+pub(crate) async fn changed(gate: &Gate, server: &str, state: &str, bound: Duration) -> SystemTime {
     wait_entry(gate, server, state, bound).await;
     let snapshot = gate.gw.snapshot();
     let handle = snapshot
@@ -73,7 +73,7 @@ async fn changed(gate: &Gate, server: &str, state: &str, bound: Duration) -> Sys
     handle.health().expect("a result").since
 }
 
-fn ms(from: SystemTime, to: SystemTime) -> u128 {
+pub(crate) fn ms(from: SystemTime, to: SystemTime) -> u128 {
     to.duration_since(from).unwrap_or_default().as_millis()
 }
 

@@ -11,6 +11,7 @@ pub mod gate;
 pub mod nginx;
 pub mod receiver;
 pub mod standin;
+pub mod synapse;
 pub mod tls;
 pub mod tools;
 pub mod webdriver;
