@@ -374,7 +374,7 @@ fn notify_summary(out: &mut String, config: &Config) {
 /// `notify-test`: one test message to every target, one attempt each, all
 /// at once; a table of the results.
 async fn run_notify_test(file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    use crate::notify::{Client, Deliver, Outcome};
+    use crate::notify::Outcome;
     let path = file
         .or_else(env_config)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
@@ -383,35 +383,13 @@ async fn run_notify_test(file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         println!("{}: no notify targets to test", path.display());
         return Ok(ExitCode::FAILURE);
     }
-    let event = std::sync::Arc::new(crate::notify::test_event(&config));
-    let running: Vec<_> = config
-        .notify
-        .targets
-        .iter()
-        .map(|target| {
-            let client = Client::new(target.clone(), config.notify.timeout);
-            let event = event.clone();
-            tokio::spawn(async move {
-                let started = tokio::time::Instant::now();
-                let id = format!(
-                    "roomgate-test-{}",
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap_or_default()
-                        .as_millis()
-                );
-                let outcome = client.deliver(&event, &id).await;
-                (outcome, started.elapsed())
-            })
-        })
-        .collect();
+    let results = crate::notify::send_test(&config).await;
     println!(
         "{:<12} {:<9} {:<7} {:>8}  DETAIL",
         "TARGET", "KIND", "RESULT", "TIME"
     );
     let mut all_sent = true;
-    for (target, task) in config.notify.targets.iter().zip(running) {
-        let (outcome, took) = task.await.context("a notify task failed")?;
+    for (target, (outcome, took)) in config.notify.targets.iter().zip(results) {
         let (result, detail) = match outcome {
             Outcome::Sent => ("sent", "ok".to_owned()),
             Outcome::Retry { why, after } => {

@@ -23,7 +23,8 @@
 //!   resolve into the types here, defaults filled in;
 //! - `scalars.rs`: the single values, each checked where it stands: names,
 //!   server references, URLs, durations, counts, statuses, networks, paths;
-//! - `notify.rs`: the `notify:` section, its targets and their secrets;
+//! - `notify.rs`: the `notify:` section and its targets;
+//! - `secret.rs`: their tokens, from a file or the environment;
 //! - `bounds.rs`: what is checked before parsing: a regular file, its size,
 //!   its nesting depth.
 //!
@@ -34,6 +35,7 @@ mod bounds;
 mod notify;
 mod raw;
 mod scalars;
+mod secret;
 #[cfg(test)]
 mod tests;
 

@@ -9,7 +9,8 @@
 //! it for each target, whose own task delivers it ([`send`]) with retries
 //! ([`queue`]). Probers and requests never wait for any of it.
 //!
-//! - `event.rs`: what a message says, and its JSON;
+//! - `event.rs`: what a change means for the rooms, and its JSON;
+//! - `text.rs`: the message people read, in the site's language;
 //! - `send.rs`: one HTTP attempt per target kind, and what an answer means;
 //! - `queue.rs`: a bounded queue and a worker per target: backoff, jitter,
 //!   the waits targets ask for, and what is given up.
@@ -17,6 +18,7 @@
 mod event;
 mod queue;
 mod send;
+mod text;
 
 pub use event::{describe, test_event, Event, Moved, ServerInfo, EVENT_VERSION};
 pub use queue::{FIRST_BACKOFF, MAX_AGE, MAX_ATTEMPTS, MAX_BACKOFF, QUEUE};
@@ -26,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::config::Notify;
+use crate::config::{Config, Notify};
 use crate::metrics::Metrics;
 use queue::{Message, Queue};
 
@@ -89,4 +91,34 @@ fn message_id() -> String {
         "roomgate-{now}-{}",
         SEQUENCE.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// `roomgate notify-test`: the test message to every target of `config`,
+/// one attempt each (no retries, so that a bad token shows at once), all
+/// at the same time; each outcome and how long it took, in target order.
+pub async fn send_test(config: &Config) -> Vec<(Outcome, std::time::Duration)> {
+    let event = Arc::new(test_event(config));
+    let id = format!("{}-test", message_id());
+    let running: Vec<_> = config
+        .notify
+        .targets
+        .iter()
+        .map(|target| {
+            let client = Client::new(target.clone(), config.notify.timeout);
+            let (event, id) = (event.clone(), id.clone());
+            tokio::spawn(async move {
+                let started = tokio::time::Instant::now();
+                let outcome = client.deliver(&event, &id).await;
+                (outcome, started.elapsed())
+            })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(running.len());
+    for task in running {
+        results.push(task.await.unwrap_or_else(|e| {
+            let why = format!("the attempt failed: {e}");
+            (Outcome::Failed { why }, std::time::Duration::ZERO)
+        }));
+    }
+    results
 }
