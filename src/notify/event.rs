@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::text::{text, Words};
+use super::text::{text, Facts, Words};
 use crate::config::{Config, Room};
 use crate::decision::{self, Choice};
 use crate::health::{Change, State};
@@ -132,7 +132,18 @@ pub fn describe(change: &Change, config: &Config, states: &[State]) -> Option<Ev
         text: String::new(),
         server: Some(server),
     };
-    let text = text(&event, change, config.site.lang);
+    let facts = Facts {
+        server: event.server.as_ref().map_or("", |s| s.label.as_str()),
+        error: event.error.as_deref(),
+        moved: event
+            .moved
+            .iter()
+            .map(|m| (m.room.as_str(), m.to.as_ref().map(|s| s.label.as_str())))
+            .collect(),
+        all_down: event.all_down.iter().map(String::as_str).collect(),
+        public_url: event.public_url.as_deref(),
+    };
+    let text = text(&facts, change, config.site.lang);
     Some(Event { text, ..event })
 }
 

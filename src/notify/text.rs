@@ -8,9 +8,23 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::event::Event;
 use crate::health::{Change, State};
 use crate::lang::Lang;
+
+/// What a message tells, borrowed from the event being described.
+pub(super) struct Facts<'a> {
+    /// The label of the server that changed.
+    pub(super) server: &'a str,
+    /// Why its probe failed, for a server that went down.
+    pub(super) error: Option<&'a str>,
+    /// Rooms that moved, with the label of where they go now (`None`: the
+    /// all-down page).
+    pub(super) moved: Vec<(&'a str, Option<&'a str>)>,
+    /// Rooms whose every server is down.
+    pub(super) all_down: Vec<&'a str>,
+    /// The status page.
+    pub(super) public_url: Option<&'a str>,
+}
 
 /// The phrases of a message in one language. `{}` stands for the value.
 pub(super) struct Words {
@@ -73,9 +87,9 @@ static DE: Words = Words {
 
 /// `Chaosdorf is down since 12:03 (BOSH answered 502). Lounge, Hackcenter
 /// and Cave now go to Freifunk München: https://gate/`
-pub(super) fn text(event: &Event, change: &Change, lang: Lang) -> String {
+pub(super) fn text(facts: &Facts, change: &Change, lang: Lang) -> String {
     let w = Words::of(lang);
-    let label = event.server.as_ref().map_or("", |s| s.label.as_str());
+    let label = facts.server;
     let time = clock(change.at);
     let mut out = if change.to == State::Up {
         let mut head = w.up.replace("{server}", label).replace("{time}", &time);
@@ -92,18 +106,17 @@ pub(super) fn text(event: &Event, change: &Change, lang: Lang) -> String {
         head + "."
     } else {
         let mut head = w.down.replace("{server}", label).replace("{time}", &time);
-        if let Some(error) = &event.error {
+        if let Some(error) = facts.error {
             head.push_str(&format!(" ({error})"));
         }
         head + "."
     };
     // Rooms grouped by where they go now, in the order they first appear.
     let mut groups: Vec<(Option<&str>, Vec<&str>)> = Vec::new();
-    for m in &event.moved {
-        let to = m.to.as_ref().map(|s| s.label.as_str());
+    for &(room, to) in &facts.moved {
         match groups.iter_mut().find(|(t, _)| *t == to) {
-            Some((_, rooms)) => rooms.push(&m.room),
-            None => groups.push((to, vec![&m.room])),
+            Some((_, rooms)) => rooms.push(room),
+            None => groups.push((to, vec![room])),
         }
     }
     let mut sentences = Vec::new();
@@ -131,17 +144,16 @@ pub(super) fn text(event: &Event, change: &Change, lang: Lang) -> String {
     if !sentences.is_empty() {
         out.push(' ');
         out.push_str(&sentences.join("; "));
-        match &event.public_url {
+        match facts.public_url {
             Some(url) => out.push_str(&format!(": {url}")),
             None => out.push('.'),
         }
     }
-    if !event.all_down.is_empty() {
-        let rooms: Vec<&str> = event.all_down.iter().map(String::as_str).collect();
+    if !facts.all_down.is_empty() {
         out.push(' ');
-        out.push_str(&w.all_down.replace("{rooms}", &join(&rooms, w.and)));
+        out.push_str(&w.all_down.replace("{rooms}", &join(&facts.all_down, w.and)));
         if sentences.is_empty() {
-            if let Some(url) = &event.public_url {
+            if let Some(url) = facts.public_url {
                 out.push_str(&format!(" {url}"));
             }
         }
