@@ -1,4 +1,5 @@
-//! The command line: `serve` (the default), `check` and `probe`.
+//! The command line: `serve` (the default), `check`, `probe` and
+//! `notify-test`.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -7,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{CheckKind, Config, Depth, WhenAllDown};
+use crate::config::{CheckKind, Config, Depth, TargetKind, WhenAllDown};
 use crate::gateway::{ConfigSource, Gateway};
 use crate::health::{Probe, ServerProbe};
 use crate::server::{serve, ListenAddr, Listener};
@@ -46,6 +47,12 @@ enum Command {
     /// Probe every server once and print a table; exit 1 if any is down.
     Probe {
         /// The routes file [default: $ROOMGATE_CONFIG, else ./routes.yaml, else the built-in routes]
+        file: Option<PathBuf>,
+    },
+    /// Send a test message to every notify target and print each result;
+    /// exit 1 if any failed.
+    NotifyTest {
+        /// The routes file [default: $ROOMGATE_CONFIG, else ./routes.yaml]
         file: Option<PathBuf>,
     },
 }
@@ -124,6 +131,7 @@ impl Cli {
             Some(Command::Serve(args)) => runtime.block_on(run_serve(args)),
             Some(Command::Check { file }) => Ok(run_check(file)),
             Some(Command::Probe { file }) => runtime.block_on(run_probe(file)),
+            Some(Command::NotifyTest { file }) => runtime.block_on(run_notify_test(file)),
         };
         // A DNS lookup of a probe runs on a blocking thread and cannot be
         // cancelled; do not let it hold up the exit after SIGTERM.
@@ -343,7 +351,98 @@ fn summary(path: &Path, config: &Config) -> String {
     } else {
         out.push_str("unlisted rooms: 404\n");
     }
+    notify_summary(&mut out, config);
     out
+}
+
+/// The `notify:` part of `check`'s summary: where messages go and where
+/// each token comes from, never the token.
+fn notify_summary(out: &mut String, config: &Config) {
+    use std::fmt::Write as _;
+    let notify = &config.notify;
+    if notify.targets.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nnotifications (timeout {}{}):",
+        humantime::format_duration(notify.timeout),
+        if notify.on_start {
+            ", first results after start too"
+        } else {
+            ""
+        }
+    );
+    for target in &notify.targets {
+        let place = match &target.kind {
+            TargetKind::Webhook { url, .. } => url.clone(),
+            TargetKind::Matrix {
+                homeserver, room, ..
+            } => format!("{room} on {homeserver}"),
+            TargetKind::Telegram { api, chat, .. } => format!("chat {chat} via {api}"),
+        };
+        let token = target.kind.token().map_or_else(
+            || "no token".to_owned(),
+            |t| format!("token from {}", t.source()),
+        );
+        let _ = writeln!(
+            out,
+            "  {:<12} {} {place}  ({token})",
+            target.name,
+            target.kind.as_str()
+        );
+    }
+}
+
+/// `notify-test`: one test message to every target, one attempt each, all
+/// at once; a table of the results.
+async fn run_notify_test(file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    use crate::notify::Outcome;
+    let path = file
+        .or_else(env_config)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let config = Config::load(&path)?;
+    if config.notify.targets.is_empty() {
+        println!("{}: no notify targets to test", path.display());
+        return Ok(ExitCode::FAILURE);
+    }
+    let results = crate::notify::send_test(&config).await;
+    println!(
+        "{:<12} {:<9} {:<7} {:>8}  DETAIL",
+        "TARGET", "KIND", "RESULT", "TIME"
+    );
+    let mut all_sent = true;
+    for (target, (outcome, took)) in config.notify.targets.iter().zip(results) {
+        let (result, detail) = match outcome {
+            Outcome::Sent => ("sent", "ok".to_owned()),
+            Outcome::Retry { why, after } => {
+                all_sent = false;
+                let wait = after.map_or_else(String::new, |a| {
+                    format!(" (asks to wait {})", humantime::format_duration(a))
+                });
+                (
+                    "failed",
+                    format!("{why}{wait}; a real message would be retried"),
+                )
+            }
+            Outcome::Failed { why } => {
+                all_sent = false;
+                ("failed", why)
+            }
+        };
+        println!(
+            "{:<12} {:<9} {:<7} {:>6}ms  {detail}",
+            target.name,
+            target.kind.as_str(),
+            result,
+            took.as_millis()
+        );
+    }
+    Ok(if all_sent {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn run_probe(file: Option<PathBuf>) -> anyhow::Result<ExitCode> {

@@ -7,7 +7,7 @@
 //! sees either the old config or the new one, never a mix.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -15,8 +15,9 @@ use tokio::time::Instant;
 
 use crate::config::{Config, ConfigError};
 use crate::decision::{self, Choice};
-use crate::health::{Health, ServerHandle, State};
+use crate::health::{Change, ChangeSender, Health, ServerHandle, State};
 use crate::metrics::Metrics;
+use crate::notify::{self, Notifier};
 use crate::occupancy::{self, OccupancyHandle, Seen};
 use crate::routes::{RouteRoom, RouteTarget, Routes};
 
@@ -24,6 +25,11 @@ use crate::routes::{RouteRoom, RouteTarget, Routes};
 /// servers before it treats them as unknown. Short: a slow first probe must
 /// not make the first visitors wait for the full check timeout.
 pub const COLD_START_WAIT: Duration = Duration::from_millis(1500);
+
+/// State changes that may wait to be announced. Changes come at most one
+/// per server and `fast_interval`, and are handled at once; this only
+/// bounds a burst.
+const CHANGES_WAITING: usize = 256;
 
 /// Where the running config came from, and so what a reload reads.
 #[derive(Debug, Clone)]
@@ -46,6 +52,8 @@ pub struct Snapshot {
     /// The occupancy poller of each server, same order; `None` where
     /// occupancy is off.
     pub occupancy: Vec<Option<Arc<OccupancyHandle>>>,
+    /// The targets of `config.notify`, with their queues.
+    pub notifier: Arc<Notifier>,
 }
 
 impl Snapshot {
@@ -130,6 +138,20 @@ impl Snapshot {
     pub fn is_ready(&self) -> bool {
         self.servers.iter().all(|s| s.is_ready())
     }
+
+    /// Announces `change` to the notification targets, if it is news (see
+    /// [`notify::describe`]); reads every other server's state now.
+    fn announce(&self, change: &Change) {
+        let now = Instant::now();
+        let states: Vec<State> = self
+            .servers
+            .iter()
+            .map(|s| s.state(now).unwrap_or(State::Unknown))
+            .collect();
+        if let Some(event) = notify::describe(change, &self.config, &states) {
+            self.notifier.notify(event);
+        }
+    }
 }
 
 /// The running gateway.
@@ -140,6 +162,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// What reloads read.
     source: std::sync::Mutex<ConfigSource>,
+    /// Given to every prober, for its state changes.
+    changes: ChangeSender,
 }
 
 impl Gateway {
@@ -147,23 +171,29 @@ impl Gateway {
     /// runtime.
     pub fn start(config: Config, source: ConfigSource) -> Arc<Gateway> {
         let metrics = Arc::new(Metrics::new());
+        let (changes, received) = tokio::sync::mpsc::channel(CHANGES_WAITING);
         let servers = config
             .servers
             .iter()
-            .map(|s| ServerHandle::spawn(s.clone(), metrics.clone()))
+            .map(|s| ServerHandle::spawn(s.clone(), metrics.clone(), Some(changes.clone())))
             .collect();
         let routes = Routes::compile(&config, &metrics);
         let occupancy = occupancy_pollers(&config, &[], &metrics);
-        Arc::new(Gateway {
+        let notifier = Arc::new(Notifier::start(&config.notify, &metrics));
+        let gateway = Arc::new(Gateway {
             current: ArcSwap::from_pointee(Snapshot {
                 config,
                 routes,
                 servers,
                 occupancy,
+                notifier,
             }),
             metrics,
             source: std::sync::Mutex::new(source),
-        })
+            changes,
+        });
+        tokio::spawn(announcer(Arc::downgrade(&gateway), received));
+        gateway
     }
 
     /// The snapshot in force; cheap, lock-free.
@@ -242,12 +272,22 @@ impl Gateway {
                         kept += 1;
                         handle.clone()
                     }
-                    None => ServerHandle::spawn(server.clone(), self.metrics.clone()),
+                    None => ServerHandle::spawn(
+                        server.clone(),
+                        self.metrics.clone(),
+                        Some(self.changes.clone()),
+                    ),
                 },
             )
             .collect();
         let routes = Routes::compile(&config, &self.metrics);
         let occupancy = occupancy_pollers(&config, &old.occupancy, &self.metrics);
+        // Unchanged targets keep their queues, and what waits in them.
+        let notifier = if old.notifier.config == config.notify {
+            old.notifier.clone()
+        } else {
+            Arc::new(Notifier::start(&config.notify, &self.metrics))
+        };
         tracing::info!(
             "config reloaded: {} servers ({} kept their health state), {} rooms",
             config.servers.len(),
@@ -259,9 +299,21 @@ impl Gateway {
             routes,
             servers,
             occupancy,
+            notifier,
         }));
         // Probers of servers that are gone stop when the last request that
         // still holds the old snapshot is done with it.
+    }
+}
+
+/// Announces each state change that probers report, with the snapshot in
+/// force when it arrives. Ends with the gateway.
+async fn announcer(gateway: Weak<Gateway>, mut changes: tokio::sync::mpsc::Receiver<Change>) {
+    while let Some(change) = changes.recv().await {
+        let Some(gateway) = gateway.upgrade() else {
+            return;
+        };
+        gateway.snapshot().announce(&change);
     }
 }
 
@@ -344,7 +396,7 @@ pub(crate) mod testing {
                 .servers
                 .iter()
                 .zip(probes)
-                .map(|(s, p)| ServerHandle::spawn_with(s.clone(), p, metrics.clone()))
+                .map(|(s, p)| ServerHandle::spawn_with(s.clone(), p, metrics.clone(), None))
                 .collect();
             let occupancy = config
                 .servers
@@ -359,6 +411,7 @@ pub(crate) mod testing {
                 .collect();
             Snapshot {
                 routes: Routes::compile(&config, &metrics),
+                notifier: Arc::new(Notifier::start(&config.notify, &metrics)),
                 config,
                 servers,
                 occupancy,
@@ -375,8 +428,8 @@ mod tests {
         Config::parse(yaml, "t", std::path::Path::new(".")).unwrap()
     }
 
-    #[test]
-    fn a_reload_keeps_a_poller_that_counts_the_same_rooms_the_same_way() {
+    #[tokio::test]
+    async fn a_reload_keeps_a_poller_that_counts_the_same_rooms_the_same_way() {
         let metrics = Arc::new(Metrics::new());
         let servers = "servers:\n  a: { url: 'http://127.0.0.1:1', occupancy: true }\n  \
                        b: { url: 'http://127.0.0.1:2' }\n";

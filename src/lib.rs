@@ -14,8 +14,11 @@
 //!   the people in its rooms once per interval, and the one place the
 //!   counts are kept (only counts, never names).
 //! - [`decision`]: the pure choice of a server from the servers' states.
-//! - [`gateway`]: the live snapshot of config, routes and probers, swapped
-//!   whole on reload.
+//! - [`gateway`]: the live snapshot of config, routes, probers and
+//!   notification targets, swapped whole on reload; it announces state
+//!   changes through [`notify`].
+//! - [`notify`]: messages about state changes to webhooks, Matrix and
+//!   Telegram, each target with its own queue and retries.
 //! - [`http`]: the request handler: redirects, 404/405/414, status page,
 //!   `/status.json`, `/healthz`, `/readyz`, `/metrics`; `http::response`
 //!   builds every answer's headers and bytes.
@@ -32,7 +35,7 @@
 //! - [`lang`]: the pages' own words, one table per language of `site.lang`.
 //! - [`preview`]: the User-Agent matcher for link-preview fetchers.
 //! - [`metrics`]: Prometheus counters and gauges.
-//! - [`cli`]: `serve`, `check` and `probe`.
+//! - [`cli`]: `serve`, `check`, `probe` and `notify-test`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -46,6 +49,7 @@ pub mod http;
 pub mod lang;
 pub(crate) mod limits;
 pub mod metrics;
+pub mod notify;
 pub mod occupancy;
 pub mod page;
 pub(crate) mod preview;

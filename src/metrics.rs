@@ -63,6 +63,16 @@ pub struct ReloadLabels {
     pub result: &'static str,
 }
 
+/// Labels of the notification counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotifyLabels {
+    /// Target name from `notify.targets`.
+    pub target: String,
+    /// `sent`, `retried` (an attempt that failed and is tried again),
+    /// `failed` (refused or given up) or `dropped` (the queue was full).
+    pub result: &'static str,
+}
+
 /// Labels of the build info gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
@@ -103,6 +113,8 @@ pub struct Metrics {
     /// Makes a scrape's update of `room_occupants` and its encoding one
     /// step, so that two scrapes never see each other's half-done update.
     scrape: Mutex<()>,
+    /// Notification attempts and messages, by target and result.
+    pub notifications: Family<NotifyLabels, Counter>,
 }
 
 impl Metrics {
@@ -169,6 +181,12 @@ impl Metrics {
             "People in the room now, on the server it redirects to; absent while unknown",
             room_occupants.clone(),
         );
+        let notifications = Family::<NotifyLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notifications by target and result: sent, retried, failed, dropped",
+            notifications.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -190,6 +208,7 @@ impl Metrics {
             occupancy_queries,
             room_occupants,
             scrape: Mutex::new(()),
+            notifications,
         }
     }
 

@@ -23,6 +23,8 @@
 //!   resolve into the types here, defaults filled in;
 //! - `scalars.rs`: the single values, each checked where it stands: names,
 //!   server references, URLs, durations, counts, statuses, networks, paths;
+//! - `notify.rs`: the `notify:` section and its targets;
+//! - `secret.rs`: their tokens, from a file or the environment;
 //! - `bounds.rs`: what is checked before parsing: a regular file, its size,
 //!   its nesting depth.
 //!
@@ -30,8 +32,10 @@
 //! [`MAX_ROOMS`], [`MAX_SERVERS`], [`MAX_DURATION`].
 
 mod bounds;
+mod notify;
 mod raw;
 mod scalars;
+mod secret;
 #[cfg(test)]
 mod tests;
 
@@ -58,6 +62,9 @@ pub(crate) const RESERVED_NAMES: &[&str] = &["healthz", "readyz", "metrics", "st
 pub(crate) const MAX_NAME_LEN: usize = 64;
 
 pub use bounds::{MAX_FILE_BYTES, MAX_NESTING};
+pub use notify::{
+    Notify, NotifyTarget, Secret, TargetKind, DEFAULT_NOTIFY_TIMEOUT, MAX_TARGETS, TELEGRAM_API,
+};
 
 /// The most rooms a file may list. The status page lists every room with
 /// its links: at 500 rooms `GET /` answers about 440 KB (a 200,000-room
@@ -88,6 +95,8 @@ pub struct Config {
     pub rooms: Vec<Room>,
     /// Peers whose `X-Forwarded-*` headers are believed (see `forwarded.rs`).
     pub trusted_proxies: crate::forwarded::TrustedProxies,
+    /// Where state changes are announced (`notify.rs`).
+    pub notify: Notify,
 }
 
 /// The `site:` section: texts shown on the status page.

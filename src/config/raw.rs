@@ -45,6 +45,8 @@ pub(super) struct RawFile {
     rooms: Option<RoomMap>,
     #[serde(default)]
     trusted_proxies: Option<Vec<TrustedNet>>,
+    #[serde(default)]
+    notify: Option<super::notify::RawNotify>,
 }
 
 /// An entry of `servers:` as written.
@@ -282,6 +284,7 @@ impl RawFile {
             trusted_proxies: self.trusted_proxies.map_or_else(Default::default, |nets| {
                 crate::forwarded::TrustedProxies(nets.into_iter().map(|n| n.0).collect())
             }),
+            notify: self.notify.map(|n| n.resolve()).unwrap_or_default(),
         }
     }
 }

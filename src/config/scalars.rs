@@ -22,7 +22,7 @@ use super::{
 
 /// Deserializes a scalar through `check`, inside the visitor, so that an
 /// error carries the scalar's position (see the module docs).
-fn checked_str<'de, D, T>(
+pub(super) fn checked_str<'de, D, T>(
     d: D,
     expecting: &'static str,
     check: impl FnOnce(&str) -> Result<T, String>,
@@ -54,7 +54,7 @@ where
 }
 
 /// Checks the shape shared by room names, aliases and server names.
-fn check_name(what: &str, name: &str) -> Result<(), String> {
+pub(super) fn check_name(what: &str, name: &str) -> Result<(), String> {
     let valid_chars = name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
@@ -188,7 +188,7 @@ impl<'de> Deserialize<'de> for ServerUrl {
 
 /// The checks every URL of the file passes: absolute http(s), a host, no
 /// user name or password. Returns the host.
-fn check_web_url(text: &str) -> Result<String, String> {
+pub(super) fn check_web_url(text: &str) -> Result<String, String> {
     let bad = |why: &str| format!("`{text}` {why}");
     // The fragment is the browser's; `http::Uri` refuses `#`, so it is
     // checked without it.

@@ -14,6 +14,7 @@ pub use history::History;
 pub(crate) use monitor::panic_text;
 pub use monitor::ServerHandle;
 pub use probe::{xml, Probe, ProbeError, ServerProbe, MAX_ERROR_CHARS};
+pub(crate) use resolve::Resolver;
 
 use std::time::{Duration, SystemTime};
 
@@ -87,6 +88,30 @@ impl Health {
         }
     }
 }
+
+/// A server's state change after the hysteresis (never one per probe):
+/// what notifications announce.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// Server name from routes.yaml.
+    pub server: String,
+    /// The state before; `Unknown` for the first result after start or
+    /// reload.
+    pub from: State,
+    /// The state now.
+    pub to: State,
+    /// When it changed.
+    pub at: SystemTime,
+    /// When the state `from` began, for how long it lasted.
+    pub from_since: SystemTime,
+    /// Why the probe that made it failed, if it did (escaped and bounded
+    /// like every probe error).
+    pub error: Option<String>,
+}
+
+/// Where probers report their [`Change`]s. Bounded, and probers never wait
+/// on it: a change that does not fit is logged and dropped.
+pub type ChangeSender = tokio::sync::mpsc::Sender<Change>;
 
 /// The up/down hysteresis of one server, as a pure state machine.
 ///

@@ -16,7 +16,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::probe::TERMINATE_BUDGET;
-use super::{AbortOnDrop, Health, History, Probe, ProbeError, ServerProbe, State, Tracker};
+use super::{
+    AbortOnDrop, Change, ChangeSender, Health, History, Probe, ProbeError, ServerProbe, State,
+    Tracker,
+};
 use crate::config::{Check, Server};
 use crate::metrics::{Metrics, ProbeLabels, ServerLabels};
 
@@ -73,10 +76,15 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    /// Starts probing `server` with its configured check.
-    pub fn spawn(server: Server, metrics: Arc<Metrics>) -> Arc<ServerHandle> {
+    /// Starts probing `server` with its configured check; state changes go
+    /// to `changes`, if given.
+    pub fn spawn(
+        server: Server,
+        metrics: Arc<Metrics>,
+        changes: Option<ChangeSender>,
+    ) -> Arc<ServerHandle> {
         let probe = ServerProbe::new(&server);
-        ServerHandle::spawn_with(server, probe, metrics)
+        ServerHandle::spawn_with(server, probe, metrics, changes)
     }
 
     /// Starts probing `server` with `probe`; tests hand in scripted probes.
@@ -85,6 +93,7 @@ impl ServerHandle {
         server: Server,
         probe: P,
         metrics: Arc<Metrics>,
+        changes: Option<ChangeSender>,
     ) -> Arc<ServerHandle> {
         let latest = Arc::new(Slot::default());
         metrics.set_state(&server.name, &State::NAMES, State::Unknown.as_str());
@@ -98,6 +107,7 @@ impl ServerHandle {
             latest: latest.clone(),
             metrics,
             history: history.clone(),
+            changes,
         };
         Arc::new(ServerHandle {
             server,
@@ -163,6 +173,8 @@ struct Prober<P> {
     metrics: Arc<Metrics>,
     /// Where state changes are kept for the status page.
     history: Arc<History>,
+    /// Where state changes are announced (notifications), if anywhere.
+    changes: Option<ChangeSender>,
 }
 
 impl<P: Probe> Prober<P> {
@@ -210,6 +222,7 @@ impl<P: Probe> Prober<P> {
             latest: self.latest.clone(),
             metrics: self.metrics.clone(),
             history: self.history.clone(),
+            changes: self.changes.clone(),
         }
     }
 
@@ -259,6 +272,7 @@ impl<P: Probe> Prober<P> {
         let changed = self.tracker.record(outcome.is_ok());
         let now = SystemTime::now();
         self.log(before, changed, &outcome, took);
+        let from_since = self.since;
         if let Some(state) = changed {
             self.since = now;
             self.metrics
@@ -274,7 +288,26 @@ impl<P: Probe> Prober<P> {
             error: outcome.err().map(ProbeError::into_string),
             expires: Instant::now() + self.check.interval * TTL_INTERVALS + self.check.timeout,
         };
+        let error = health.error.clone();
         self.latest.publish(Some(Arc::new(health)));
+        if let (Some(to), Some(changes)) = (changed, &self.changes) {
+            let change = Change {
+                server: self.name.clone(),
+                from: before,
+                to,
+                at: now,
+                from_since,
+                error,
+            };
+            // Never waits: a prober must not slow down for notifications.
+            if let Err(tokio::sync::mpsc::error::TrySendError::Full(_)) = changes.try_send(change) {
+                tracing::warn!(
+                    "{}: the change to {} is not announced: too many changes are waiting to be sent",
+                    self.name,
+                    to.as_str()
+                );
+            }
+        }
     }
 
     /// One line per state change with its reason; failed probes that start
@@ -394,7 +427,8 @@ mod tests {
             .unwrap()
             .extend([true, false, false, false, true, true, true]);
         let start = Instant::now();
-        let handle = ServerHandle::spawn_with(server(), probe.clone(), Arc::new(Metrics::new()));
+        let handle =
+            ServerHandle::spawn_with(server(), probe.clone(), Arc::new(Metrics::new()), None);
         settle().await;
         assert!(handle.is_ready());
         assert_eq!(handle.state(Instant::now()).unwrap(), State::Up);
@@ -431,7 +465,7 @@ mod tests {
                 std::future::pending().await
             }
         }
-        let handle = ServerHandle::spawn_with(server(), Hangs, Arc::new(Metrics::new()));
+        let handle = ServerHandle::spawn_with(server(), Hangs, Arc::new(Metrics::new()), None);
         settle().await;
         assert!(!handle.is_ready());
         tokio::time::advance(Duration::from_secs(3) + TERMINATE_BUDGET + PROBE_GRACE).await;
@@ -481,7 +515,8 @@ mod tests {
         let _logging = tracing::subscriber::set_default(subscriber);
 
         let probe = PanicsOnce::default();
-        let handle = ServerHandle::spawn_with(server(), probe.clone(), Arc::new(Metrics::new()));
+        let handle =
+            ServerHandle::spawn_with(server(), probe.clone(), Arc::new(Metrics::new()), None);
         settle().await;
         let first = handle.health().expect("the first probe succeeded");
         assert_eq!(first.state, State::Up);
@@ -509,7 +544,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn dropping_the_handle_stops_the_prober() {
         let probe = Scripted::default();
-        let handle = ServerHandle::spawn_with(server(), probe.clone(), Arc::new(Metrics::new()));
+        let handle =
+            ServerHandle::spawn_with(server(), probe.clone(), Arc::new(Metrics::new()), None);
         settle().await;
         drop(handle);
         tokio::time::advance(Duration::from_secs(300)).await;

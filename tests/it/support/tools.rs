@@ -100,6 +100,13 @@ pub const MUSL_GCC: Tool = Tool {
     install: "apt-get install musl-tools",
 };
 
+/// A Matrix homeserver, in its own virtualenv (tests/it/synapse.rs); the
+/// Python is found through `support::synapse::python`.
+pub const SYNAPSE: Tool = Tool {
+    name: "Synapse (matrix-synapse)",
+    install: "python3 -m venv /opt/synapse-venv && /opt/synapse-venv/bin/pip install matrix-synapse==1.163.2",
+};
+
 impl Tool {
     /// Whether the test can go on: `found`, or else it skips (see the
     /// module doc) and the caller returns.
