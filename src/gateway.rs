@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::config::{Config, ConfigError};
 use crate::decision::{self, Choice};
+use crate::health::journal::{Journal, Opened};
 use crate::health::{Health, ServerHandle, State};
 use crate::metrics::Metrics;
 use crate::routes::Routes;
@@ -102,17 +103,33 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// What reloads read.
     source: std::sync::Mutex<ConfigSource>,
+    /// Where state changes are written, with `--state-dir`.
+    journal: Option<Journal>,
 }
 
 impl Gateway {
-    /// Starts probing every server of `config`. Must run inside a tokio
-    /// runtime.
+    /// Starts probing every server of `config`, with histories in memory
+    /// only. Must run inside a tokio runtime.
     pub fn start(config: Config, source: ConfigSource) -> Arc<Gateway> {
+        Gateway::start_with(config, source, None)
+    }
+
+    /// Starts probing every server of `config`; with `state`, each server's
+    /// history goes on from the one read back, and changes are written
+    /// there. Must run inside a tokio runtime.
+    pub fn start_with(config: Config, source: ConfigSource, state: Option<Opened>) -> Arc<Gateway> {
         let metrics = Arc::new(Metrics::new());
+        let (journal, mut histories) = match state {
+            Some(opened) => (Some(opened.journal), opened.histories),
+            None => (None, Default::default()),
+        };
         let servers = config
             .servers
             .iter()
-            .map(|s| ServerHandle::spawn(s.clone(), metrics.clone()))
+            .map(|s| {
+                let history = histories.remove(&s.name).map(Arc::new);
+                ServerHandle::spawn(s.clone(), metrics.clone(), history, journal.clone())
+            })
             .collect();
         let routes = Routes::compile(&config, &metrics);
         Arc::new(Gateway {
@@ -123,7 +140,16 @@ impl Gateway {
             }),
             metrics,
             source: std::sync::Mutex::new(source),
+            journal,
         })
+    }
+
+    /// Ends the run in the state directory (its `stop` record), if there
+    /// is one; call it once serving has ended.
+    pub fn close(&self) {
+        if let Some(journal) = &self.journal {
+            journal.close();
+        }
     }
 
     /// The snapshot in force; cheap, lock-free.
@@ -188,7 +214,9 @@ impl Gateway {
     }
 
     /// Swaps in `config`. Servers whose settings did not change keep their
-    /// prober and so their health state; the others start afresh.
+    /// prober and so their health state; the others start afresh, but a
+    /// server of the same name keeps its history (unknown from now until
+    /// its first probe).
     pub fn apply(&self, config: Config) {
         let old = self.snapshot();
         let mut kept = 0;
@@ -201,10 +229,25 @@ impl Gateway {
                         kept += 1;
                         handle.clone()
                     }
-                    None => ServerHandle::spawn(server.clone(), self.metrics.clone()),
+                    None => {
+                        let history = old
+                            .servers
+                            .iter()
+                            .find(|h| h.server.name == server.name)
+                            .map(|h| h.history.clone());
+                        ServerHandle::spawn(
+                            server.clone(),
+                            self.metrics.clone(),
+                            history,
+                            self.journal.clone(),
+                        )
+                    }
                 },
             )
             .collect();
+        if let Some(journal) = &self.journal {
+            journal.set_names(config.servers.iter().map(|s| s.name.clone()).collect());
+        }
         let routes = Routes::compile(&config, &self.metrics);
         tracing::info!(
             "config reloaded: {} servers ({} kept their health state), {} rooms",

@@ -15,6 +15,7 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::journal::Journal;
 use super::{AbortOnDrop, Health, History, Probe, ProbeError, ServerProbe, State, Tracker};
 use crate::config::{Check, Server};
 use crate::metrics::{Metrics, ProbeLabels, ServerLabels};
@@ -72,22 +73,50 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    /// Starts probing `server` with its configured check.
-    pub fn spawn(server: Server, metrics: Arc<Metrics>) -> Arc<ServerHandle> {
+    /// Starts probing `server` with its configured check. Its history goes
+    /// on from `history` (a server kept over a reload, or read back from
+    /// the state directory), else starts now; changes are also written to
+    /// `journal`, if there is a state directory.
+    pub fn spawn(
+        server: Server,
+        metrics: Arc<Metrics>,
+        history: Option<Arc<History>>,
+        journal: Option<Journal>,
+    ) -> Arc<ServerHandle> {
         let probe = ServerProbe::new(&server);
-        ServerHandle::spawn_with(server, probe, metrics)
+        ServerHandle::spawn_probe(server, probe, metrics, history, journal)
     }
 
-    /// Starts probing `server` with `probe`; tests hand in scripted probes.
-    /// Must run inside a tokio runtime.
+    /// Starts probing `server` with `probe`, with a fresh history and no
+    /// journal; tests hand in scripted probes. Must run inside a tokio
+    /// runtime.
     pub fn spawn_with<P: Probe>(
         server: Server,
         probe: P,
         metrics: Arc<Metrics>,
     ) -> Arc<ServerHandle> {
+        ServerHandle::spawn_probe(server, probe, metrics, None, None)
+    }
+
+    fn spawn_probe<P: Probe>(
+        server: Server,
+        probe: P,
+        metrics: Arc<Metrics>,
+        history: Option<Arc<History>>,
+        journal: Option<Journal>,
+    ) -> Arc<ServerHandle> {
         let latest = Arc::new(Slot::default());
         metrics.set_state(&server.name, &State::NAMES, State::Unknown.as_str());
-        let history = Arc::new(History::new(SystemTime::now()));
+        let now = SystemTime::now();
+        let history = history.unwrap_or_else(|| Arc::new(History::new(now)));
+        // A new prober knows nothing yet, whatever the history last said.
+        note(
+            &history,
+            journal.as_ref(),
+            &server.name,
+            now,
+            State::Unknown,
+        );
         let prober = Prober {
             name: server.name.clone(),
             check: server.check.clone(),
@@ -97,6 +126,7 @@ impl ServerHandle {
             latest: latest.clone(),
             metrics,
             history: history.clone(),
+            journal,
         };
         Arc::new(ServerHandle {
             server,
@@ -162,6 +192,17 @@ struct Prober<P> {
     metrics: Arc<Metrics>,
     /// Where state changes are kept for the status page.
     history: Arc<History>,
+    /// Where state changes are written to disk, with `--state-dir`.
+    journal: Option<Journal>,
+}
+
+/// Records a change in `history` and, if it was one, in `journal`.
+fn note(history: &History, journal: Option<&Journal>, name: &str, at: SystemTime, state: State) {
+    if history.record(at, state) {
+        if let Some(journal) = journal {
+            journal.record(name, at, state);
+        }
+    }
 }
 
 impl<P: Probe> Prober<P> {
@@ -209,6 +250,7 @@ impl<P: Probe> Prober<P> {
             latest: self.latest.clone(),
             metrics: self.metrics.clone(),
             history: self.history.clone(),
+            journal: self.journal.clone(),
         }
     }
 
@@ -263,7 +305,7 @@ impl<P: Probe> Prober<P> {
             self.metrics
                 .set_state(&self.name, &State::NAMES, state.as_str());
             self.metrics.state_changes.get_or_create(&labels).inc();
-            self.history.record(now, state);
+            note(&self.history, self.journal.as_ref(), &self.name, now, state);
         }
         let health = Health {
             state: self.tracker.state(),
