@@ -407,7 +407,7 @@ mod tests {
         let path = dir.path().join(FILE_NAME);
         // Whole milliseconds, as the file keeps them.
         let base = SystemTime::UNIX_EPOCH + Duration::from_millis(store_ms(SystemTime::now()));
-        let state = |i: u64| if i % 2 == 0 { Up } else { Down };
+        let state = |i: u64| if i.is_multiple_of(2) { Up } else { Down };
         let mut written = 0;
         for i in 0..200 {
             let at = base + Duration::from_millis(i);

@@ -537,7 +537,7 @@ mod tests {
         use crate::health::history::MAX_CHANGES;
         let n = 3 * MAX_CHANGES as u64;
         let mut records = vec![Record::Start(t(0))];
-        let state = |i: u64| if i % 2 == 0 { Up } else { Down };
+        let state = |i: u64| if i.is_multiple_of(2) { Up } else { Down };
         records.extend((0..n).map(|i| Record::Change(t(i + 1), state(i), "a")));
         let bytes = file(&records);
         let loaded = read(&bytes, t(n + 1)).unwrap();
