@@ -70,7 +70,8 @@ pub enum StateDirError {
 pub struct Opened {
     /// Where the changes of this run go.
     pub journal: Journal,
-    /// The histories read back, by server name (those of the config only).
+    /// A history for every server of the config, by name: read back, or
+    /// starting with this run.
     pub histories: BTreeMap<String, History>,
 }
 
@@ -163,6 +164,12 @@ fn open_with(dir: &Path, names: &[String], compact_min: u64) -> Result<Opened, S
         "state directory {shown}: history of {} servers read back ({size} bytes)",
         histories.len()
     );
+    // The others start with this run, as its `start` record says.
+    for name in names {
+        histories
+            .entry(name.clone())
+            .or_insert_with(|| History::new(started));
+    }
 
     let (queue, inbox) = mpsc::sync_channel(QUEUE);
     let writer = Writer {
@@ -363,7 +370,7 @@ mod tests {
     fn changes_survive_a_restart_and_the_lock_keeps_a_second_instance_out() {
         let dir = tempfile::tempdir().unwrap();
         let opened = open(dir.path(), &names()).unwrap();
-        assert!(opened.histories.is_empty());
+        assert!(opened.histories.values().all(|h| h.export().1.is_empty()));
         let t0 = SystemTime::now();
         opened.journal.record("a", t0, Up);
         opened.journal.record("b", t0, Down);
@@ -430,7 +437,7 @@ mod tests {
         assert_eq!(text.matches(" start\n").count(), 1, "{text}");
         opened.journal.close();
 
-        let again = open(dir.path(), &names()).unwrap();
+        let again = open(dir.path(), &["a".to_owned()]).unwrap();
         assert!(!again.histories.contains_key("b"));
         let (_, changes) = again.histories["a"].export();
         assert_eq!(

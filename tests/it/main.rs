@@ -21,5 +21,6 @@ mod probed_text;
 mod server_core;
 mod skip_selftest;
 mod standin_selftest;
+mod state_dir;
 mod status_extras;
 mod systemd_sandbox;
