@@ -5,6 +5,8 @@
 //! The prober is the only writer and records only changes, so the history
 //! costs nothing per probe; readers (`/`, `/status.json`) take a short lock.
 //! Times are passed in, which keeps the arithmetic testable without a clock.
+//! With `--state-dir` the prober also hands each change to the journal, and
+//! the history starts from the one read back (see [`super::journal`]).
 
 use std::collections::VecDeque;
 use std::sync::Mutex;

@@ -6,11 +6,11 @@
 //!
 //! ```text
 //! roomgate-history 1
-//! 6d3f5a1c 1767225600000 start
-//! 0b9e4c21 1767225600412 up primary
-//! 9a71f0d3 1767225660000 alive
-//! 4f2c8e77 1767225702003 down primary
-//! c1d0b6e5 1767225710000 stop
+//! eaea4e80 1767225600000 start
+//! f042b685 1767225600412 up primary
+//! 8d1d8b1f 1767225660000 alive
+//! 4a67da04 1767225702003 down primary
+//! 6ea2318a 1767225710000 stop
 //! ```
 //!
 //! The first line names the format and its version; a file of a later
@@ -551,5 +551,27 @@ mod tests {
         let line = Record::Change(t(n), Down, "a").line().len() as u64;
         assert!(size <= (MAX_CHANGES as u64 + 2) * line, "{size}");
         assert!(size * 2 < bytes.len() as u64, "{size} of {}", bytes.len());
+    }
+
+    #[test]
+    fn the_examples_in_the_docs_are_sound_records() {
+        for doc in [
+            include_str!("../../docs/state.md"),
+            include_str!("store.rs"),
+        ] {
+            let block = doc
+                .split("roomgate-history 1\n")
+                .nth(1)
+                .expect("an example file");
+            let lines: Vec<&str> = block
+                .lines()
+                .map(|l| l.trim_start_matches("//! "))
+                .take_while(|l| !l.starts_with("```"))
+                .collect();
+            assert_eq!(lines.len(), 5, "{lines:?}");
+            for line in lines {
+                assert!(Record::parse(line).is_some(), "{line}");
+            }
+        }
     }
 }
