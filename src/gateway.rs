@@ -230,11 +230,11 @@ impl Gateway {
                         handle.clone()
                     }
                     None => {
-                        let history = old
-                            .servers
-                            .iter()
-                            .find(|h| h.server.name == server.name)
-                            .map(|h| h.history.clone());
+                        let predecessor = old.servers.iter().find(|h| h.server.name == server.name);
+                        if let Some(old) = predecessor {
+                            old.stop_probing();
+                        }
+                        let history = predecessor.map(|h| h.history.clone());
                         ServerHandle::spawn(
                             server.clone(),
                             self.metrics.clone(),

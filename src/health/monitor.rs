@@ -69,7 +69,7 @@ pub struct ServerHandle {
     pub history: Arc<History>,
     /// The task that runs the prober and restarts it if it fails; aborted
     /// on drop, which aborts the prober too.
-    _prober: AbortOnDrop,
+    prober: AbortOnDrop,
 }
 
 impl ServerHandle {
@@ -132,8 +132,15 @@ impl ServerHandle {
             server,
             latest,
             history,
-            _prober: AbortOnDrop(tokio::spawn(prober.supervise())),
+            prober: AbortOnDrop(tokio::spawn(prober.supervise())),
         })
+    }
+
+    /// Stops the prober now rather than when the last handle goes: a new
+    /// prober that took over the history must be its only writer. The last
+    /// result stays, and expires as usual.
+    pub fn stop_probing(&self) {
+        self.prober.0.abort();
     }
 
     /// The latest result, if the first probe has ended.
