@@ -93,6 +93,11 @@ struct ServeArgs {
     /// [default: one per core]
     #[arg(long, env = "ROOMGATE_WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     workers: Option<u16>,
+    /// Directory where the servers' state changes are kept, so that the
+    /// 24-hour history outlives restarts (docs/state.md) [default: none,
+    /// history in memory only]
+    #[arg(long, env = "ROOMGATE_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 /// `--socket-mode`: octal permission bits such as `660` or `0660`.
@@ -205,6 +210,13 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             config.rooms.len()
         );
     }
+    let state = match &args.state_dir {
+        Some(dir) => {
+            let names: Vec<String> = config.servers.iter().map(|s| s.name.clone()).collect();
+            Some(crate::health::journal::open(dir, &names)?)
+        }
+        None => None,
+    };
     let max_connections = crate::limits::fit_connection_cap(args.max_connections);
     let listener = Listener::bind(&args.listen)
         .await
@@ -212,7 +224,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     listener
         .set_socket_mode(args.socket_mode)
         .with_context(|| format!("cannot set the mode of {}", listener.describe()))?;
-    let gw = Gateway::start(config, source);
+    let gw = Gateway::start_with(config, source, state);
     tracing::info!("listening on {}", listener.describe());
 
     let mut hangup = signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -235,9 +247,9 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     // Serving ends with the signal (exit 0) or with an error that waiting
     // cannot mend (exit 1, so that systemd or Kubernetes restart us).
-    serve(gw, listener, max_connections, shutdown)
-        .await
-        .context("serving stopped")?;
+    let served = serve(gw.clone(), listener, max_connections, shutdown).await;
+    gw.close();
+    served.context("serving stopped")?;
     Ok(ExitCode::SUCCESS)
 }
 

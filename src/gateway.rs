@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::config::{Config, ConfigError};
 use crate::decision::{self, Choice};
+use crate::health::journal::{Journal, Opened};
 use crate::health::{Change, ChangeSender, Health, ServerHandle, State};
 use crate::metrics::Metrics;
 use crate::notify::{self, Notifier};
@@ -164,18 +165,35 @@ pub struct Gateway {
     source: std::sync::Mutex<ConfigSource>,
     /// Given to every prober, for its state changes.
     changes: ChangeSender,
+    /// Where state changes are written, with `--state-dir`.
+    journal: Option<Journal>,
 }
 
 impl Gateway {
-    /// Starts probing every server of `config`. Must run inside a tokio
-    /// runtime.
+    /// Starts probing every server of `config`, with histories in memory
+    /// only. Must run inside a tokio runtime.
     pub fn start(config: Config, source: ConfigSource) -> Arc<Gateway> {
+        Gateway::start_with(config, source, None)
+    }
+
+    /// Starts probing every server of `config`; with `state`, each server's
+    /// history goes on from the one read back, and changes are written
+    /// there. Must run inside a tokio runtime.
+    pub fn start_with(config: Config, source: ConfigSource, state: Option<Opened>) -> Arc<Gateway> {
         let metrics = Arc::new(Metrics::new());
         let (changes, received) = tokio::sync::mpsc::channel(CHANGES_WAITING);
+        let (journal, mut histories) = match state {
+            Some(opened) => (Some(opened.journal), opened.histories),
+            None => (None, Default::default()),
+        };
         let servers = config
             .servers
             .iter()
-            .map(|s| ServerHandle::spawn(s.clone(), metrics.clone(), Some(changes.clone())))
+            .map(|s| {
+                let history = histories.remove(&s.name).map(Arc::new);
+                let (journal, changes) = (journal.clone(), Some(changes.clone()));
+                ServerHandle::spawn(s.clone(), metrics.clone(), history, journal, changes)
+            })
             .collect();
         let routes = Routes::compile(&config, &metrics);
         let occupancy = occupancy_pollers(&config, &[], &metrics);
@@ -191,9 +209,18 @@ impl Gateway {
             metrics,
             source: std::sync::Mutex::new(source),
             changes,
+            journal,
         });
         tokio::spawn(announcer(Arc::downgrade(&gateway), received));
         gateway
+    }
+
+    /// Ends the run in the state directory (its `stop` record), if there
+    /// is one; call it once serving has ended.
+    pub fn close(&self) {
+        if let Some(journal) = &self.journal {
+            journal.close();
+        }
     }
 
     /// The snapshot in force; cheap, lock-free.
@@ -258,8 +285,10 @@ impl Gateway {
     }
 
     /// Swaps in `config`. Servers whose settings did not change keep their
-    /// prober and so their health state; the others start afresh. The same
-    /// for occupancy pollers, whose rooms must not have changed either.
+    /// prober and so their health state; the others start afresh, but a
+    /// server of the same name keeps its history (unknown from now until
+    /// its first probe). The same for occupancy pollers, whose rooms must
+    /// not have changed either.
     pub fn apply(&self, config: Config) {
         let old = self.snapshot();
         let mut kept = 0;
@@ -272,14 +301,26 @@ impl Gateway {
                         kept += 1;
                         handle.clone()
                     }
-                    None => ServerHandle::spawn(
-                        server.clone(),
-                        self.metrics.clone(),
-                        Some(self.changes.clone()),
-                    ),
+                    None => {
+                        let predecessor = old.servers.iter().find(|h| h.server.name == server.name);
+                        if let Some(old) = predecessor {
+                            old.stop_probing();
+                        }
+                        let history = predecessor.map(|h| h.history.clone());
+                        ServerHandle::spawn(
+                            server.clone(),
+                            self.metrics.clone(),
+                            history,
+                            self.journal.clone(),
+                            Some(self.changes.clone()),
+                        )
+                    }
                 },
             )
             .collect();
+        if let Some(journal) = &self.journal {
+            journal.set_names(config.servers.iter().map(|s| s.name.clone()).collect());
+        }
         let routes = Routes::compile(&config, &self.metrics);
         let occupancy = occupancy_pollers(&config, &old.occupancy, &self.metrics);
         // Unchanged targets keep their queues, and what waits in them.

@@ -9,7 +9,8 @@
 //!   built ahead of time.
 //! - [`health`]: one prober task per server (jitsi: config.js + a BOSH
 //!   session; or plain http), the up/down hysteresis, and the one `watch`
-//!   slot per server through which every reader shares the latest result.
+//!   slot per server through which every reader shares the latest result;
+//!   the 24-hour history of state changes, kept on disk with `--state-dir`.
 //! - [`occupancy`]: opt-in per server: one poller per server that counts
 //!   the people in its rooms once per interval, and the one place the
 //!   counts are kept (only counts, never names).

@@ -5,6 +5,8 @@
 //! The prober is the only writer and records only changes, so the history
 //! costs nothing per probe; readers (`/`, `/status.json`) take a short lock.
 //! Times are passed in, which keeps the arithmetic testable without a clock.
+//! With `--state-dir` the prober also hands each change to the journal, and
+//! the history starts from the one read back (see [`super::journal`]).
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -80,20 +82,18 @@ impl History {
         }
     }
 
-    /// Notes that the state became `state` at `at`. Repeats of the current
-    /// state are ignored; changes that fell out of the window are dropped.
-    pub fn record(&self, at: SystemTime, state: State) {
+    /// Notes that the state became `state` at `at`, and says whether that
+    /// was a change. Repeats of the current state are ignored (before any
+    /// change the state is unknown); changes that fell out of the window
+    /// are dropped.
+    pub fn record(&self, at: SystemTime, state: State) -> bool {
         let mut inner = self.lock();
-        if inner.changes.back().is_some_and(|&(_, s)| s == state) {
-            return;
+        let current = inner.changes.back().map_or(State::Unknown, |&(_, s)| s);
+        if current == state {
+            return false;
         }
         inner.changes.push_back((at, state));
-        // Keep the newest change before the window: it gives the state at
-        // the window's start.
-        let horizon = at.checked_sub(WINDOW).unwrap_or(SystemTime::UNIX_EPOCH);
-        while inner.changes.len() > 1 && inner.changes[1].0 <= horizon {
-            inner.changes.pop_front();
-        }
+        inner.forget_before(at);
         if inner.changes.len() > MAX_CHANGES {
             inner.changes.pop_front();
             // What came before the oldest change kept is not known any
@@ -102,6 +102,19 @@ impl History {
                 inner.start = inner.start.max(first);
             }
         }
+        true
+    }
+
+    /// Drops what lies wholly before the window that ends at `now`.
+    pub fn forget_before(&self, now: SystemTime) {
+        self.lock().forget_before(now);
+    }
+
+    /// When the history starts and its changes, oldest first: what the
+    /// state file keeps of it.
+    pub fn export(&self) -> (SystemTime, Vec<(SystemTime, State)>) {
+        let inner = self.lock();
+        (inner.start, inner.changes.iter().copied().collect())
     }
 
     /// The last `window` up to `now`.
@@ -162,6 +175,18 @@ impl History {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // Plain data with no invariant a panic could break halfway.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Inner {
+    /// Drops the changes that the window ending at `now` no longer needs,
+    /// but keeps the newest change before the window: it gives the state at
+    /// the window's start.
+    fn forget_before(&mut self, now: SystemTime) {
+        let horizon = now.checked_sub(WINDOW).unwrap_or(SystemTime::UNIX_EPOCH);
+        while self.changes.len() > 1 && self.changes[1].0 <= horizon {
+            self.changes.pop_front();
+        }
     }
 }
 

@@ -3,12 +3,17 @@
 //! looks.
 //!
 //! Health is per server, not per room: every room on a server shares it.
+//! Each server's state changes make its [`History`]; with a state directory
+//! the [`journal`] also writes them to the [`store`], so that the history
+//! outlives the process.
 
 pub mod history;
+pub mod journal;
 mod manual;
 mod monitor;
 mod probe;
 mod resolve;
+pub mod store;
 
 pub use history::History;
 pub(crate) use monitor::panic_text;

@@ -15,6 +15,7 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::journal::Journal;
 use super::probe::TERMINATE_BUDGET;
 use super::{
     AbortOnDrop, Change, ChangeSender, Health, History, Probe, ProbeError, ServerProbe, State,
@@ -72,32 +73,58 @@ pub struct ServerHandle {
     pub history: Arc<History>,
     /// The task that runs the prober and restarts it if it fails; aborted
     /// on drop, which aborts the prober too.
-    _prober: AbortOnDrop,
+    prober: AbortOnDrop,
 }
 
 impl ServerHandle {
-    /// Starts probing `server` with its configured check; state changes go
-    /// to `changes`, if given.
+    /// Starts probing `server` with its configured check. Its history goes
+    /// on from `history` (a server kept over a reload, or read back from
+    /// the state directory), else starts now; changes are also written to
+    /// `journal`, if there is a state directory, and announced on
+    /// `changes`, if given (notifications).
     pub fn spawn(
         server: Server,
         metrics: Arc<Metrics>,
+        history: Option<Arc<History>>,
+        journal: Option<Journal>,
         changes: Option<ChangeSender>,
     ) -> Arc<ServerHandle> {
         let probe = ServerProbe::new(&server);
-        ServerHandle::spawn_with(server, probe, metrics, changes)
+        ServerHandle::spawn_probe(server, probe, metrics, history, journal, changes)
     }
 
-    /// Starts probing `server` with `probe`; tests hand in scripted probes.
-    /// Must run inside a tokio runtime.
+    /// Starts probing `server` with `probe`, with a fresh history and no
+    /// journal; tests hand in scripted probes. Must run inside a tokio
+    /// runtime.
     pub fn spawn_with<P: Probe>(
         server: Server,
         probe: P,
         metrics: Arc<Metrics>,
         changes: Option<ChangeSender>,
     ) -> Arc<ServerHandle> {
+        ServerHandle::spawn_probe(server, probe, metrics, None, None, changes)
+    }
+
+    fn spawn_probe<P: Probe>(
+        server: Server,
+        probe: P,
+        metrics: Arc<Metrics>,
+        history: Option<Arc<History>>,
+        journal: Option<Journal>,
+        changes: Option<ChangeSender>,
+    ) -> Arc<ServerHandle> {
         let latest = Arc::new(Slot::default());
         metrics.set_state(&server.name, &State::NAMES, State::Unknown.as_str());
-        let history = Arc::new(History::new(SystemTime::now()));
+        let now = SystemTime::now();
+        let history = history.unwrap_or_else(|| Arc::new(History::new(now)));
+        // A new prober knows nothing yet, whatever the history last said.
+        note(
+            &history,
+            journal.as_ref(),
+            &server.name,
+            now,
+            State::Unknown,
+        );
         let prober = Prober {
             name: server.name.clone(),
             check: server.check.clone(),
@@ -107,14 +134,22 @@ impl ServerHandle {
             latest: latest.clone(),
             metrics,
             history: history.clone(),
+            journal,
             changes,
         };
         Arc::new(ServerHandle {
             server,
             latest,
             history,
-            _prober: AbortOnDrop(tokio::spawn(prober.supervise())),
+            prober: AbortOnDrop(tokio::spawn(prober.supervise())),
         })
+    }
+
+    /// Stops the prober now rather than when the last handle goes: a new
+    /// prober that took over the history must be its only writer. The last
+    /// result stays, and expires as usual.
+    pub fn stop_probing(&self) {
+        self.prober.0.abort();
     }
 
     /// The latest result, if the first probe has ended.
@@ -175,6 +210,17 @@ struct Prober<P> {
     history: Arc<History>,
     /// Where state changes are announced (notifications), if anywhere.
     changes: Option<ChangeSender>,
+    /// Where state changes are written to disk, with `--state-dir`.
+    journal: Option<Journal>,
+}
+
+/// Records a change in `history` and, if it was one, in `journal`.
+fn note(history: &History, journal: Option<&Journal>, name: &str, at: SystemTime, state: State) {
+    if history.record(at, state) {
+        if let Some(journal) = journal {
+            journal.record(name, at, state);
+        }
+    }
 }
 
 impl<P: Probe> Prober<P> {
@@ -223,6 +269,7 @@ impl<P: Probe> Prober<P> {
             metrics: self.metrics.clone(),
             history: self.history.clone(),
             changes: self.changes.clone(),
+            journal: self.journal.clone(),
         }
     }
 
@@ -278,7 +325,7 @@ impl<P: Probe> Prober<P> {
             self.metrics
                 .set_state(&self.name, &State::NAMES, state.as_str());
             self.metrics.state_changes.get_or_create(&labels).inc();
-            self.history.record(now, state);
+            note(&self.history, self.journal.as_ref(), &self.name, now, state);
         }
         let health = Health {
             state: self.tracker.state(),

@@ -251,6 +251,60 @@ async fn image_builds_loads_and_serves_as_pid_1() {
     );
     drop(container);
 
+    // With a volume named by ROOMGATE_STATE_DIR (as deploy/README.md says),
+    // the history outlives the container: a second container finds the
+    // first one's.
+    let state = podman.dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&state, Some(65532), Some(65532)).unwrap();
+    let mut froms = Vec::new();
+    for run in 0..2 {
+        let name = format!("roomgate-test-state-{}-{run}", std::process::id());
+        let container = Container {
+            podman: &podman,
+            name: name.clone(),
+        };
+        let mut command = podman.command("podman");
+        command
+            .args(["run", "--name", &name, "--network", "host"])
+            .args([
+                "--read-only",
+                "--read-only-tmpfs=false",
+                "--cap-drop",
+                "all",
+            ])
+            .arg(format!("--add-host={PRIMARY_HOST}:127.0.0.1"))
+            .arg(format!("--add-host={BACKUP_HOST}:127.0.0.1"))
+            .arg(format!(
+                "--volume={}:/etc/roomgate/routes.yaml:ro",
+                routes.display()
+            ))
+            .arg(format!("--volume={}:/var/lib/roomgate", state.display()))
+            .args(["--env", "ROOMGATE_STATE_DIR=/var/lib/roomgate"])
+            .args(["--env", "ROOMGATE_LISTEN=127.0.0.1:0", IMAGE]);
+        let mut gate = GateProcess::spawn_command(command);
+        let line = gate
+            .wait_log("listening on http://", PODMAN_BOUND)
+            .await
+            .unwrap_or_else(|| panic!("the container did not start:\n{}", gate.log_text()));
+        let status = format!(
+            "{}/status.json",
+            line[line.find("http://").unwrap()..].trim()
+        );
+        let json = wait_state(&status, "primary", "up", STATE_BOUND).await;
+        froms.push(server(&json, "primary")["uptime"]["from"].clone());
+        podman.ok(&["stop", "--time", &grace, &name]).await;
+        let exit = gate.wait_exit(PODMAN_BOUND).await.expect("podman run ends");
+        assert!(exit.success(), "{exit}:\n{}", gate.log_text());
+        drop(container);
+    }
+    assert_eq!(
+        froms[0], froms[1],
+        "the second container goes on with the history"
+    );
+    assert!(state.join("history").exists());
+
     let summary: Vec<&str> = built.lines().collect();
     report(&format!(
         "image {IMAGE}: {:.1} MB, OCI archive {:.1} MB; build.sh took {:.1} s ({}); podman stop took {} ms",

@@ -73,6 +73,7 @@ fn systemd_unit_passes_verify() {
         "NoNewPrivileges=yes",
         "CapabilityBoundingSet=\n",
         "RuntimeDirectory=roomgate",
+        "StateDirectory=roomgate",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "Restart=on-failure",
     ] {
@@ -81,7 +82,8 @@ fn systemd_unit_passes_verify() {
 }
 
 /// Splits a `serve` command line as the unit or the Deployment holds it
-/// into (listen, config, other arguments).
+/// into (listen, config, other arguments); `--state-dir` is left out (see
+/// [`state_dir`]).
 fn serve_args(args: &[String]) -> (String, String, Vec<String>) {
     assert_eq!(args.first().map(String::as_str), Some("serve"), "{args:?}");
     let (mut listen, mut config, mut rest) = (None, None, Vec::new());
@@ -90,6 +92,9 @@ fn serve_args(args: &[String]) -> (String, String, Vec<String>) {
         match arg.as_str() {
             "--listen" => listen = it.next().cloned(),
             "--config" => config = it.next().cloned(),
+            "--state-dir" => {
+                it.next();
+            }
             _ => rest.push(arg.clone()),
         }
     }
@@ -98,6 +103,13 @@ fn serve_args(args: &[String]) -> (String, String, Vec<String>) {
         config.expect("--config in the command line"),
         rest,
     )
+}
+
+/// The `--state-dir` of a `serve` command line.
+fn state_dir(args: &[String]) -> Option<&str> {
+    args.windows(2)
+        .find(|w| w[0] == "--state-dir")
+        .map(|w| w[1].as_str())
 }
 
 /// Whether `python3 -m kubernetes_validate` works; see `support::tools`.
@@ -211,6 +223,22 @@ fn deployment_shape_and_configmap_routes_are_valid() {
     // deployment_connection_cap_fits_its_memory_limit), and nothing else.
     assert_eq!(extra, ["--max-connections", "2500"], "{extra:?}");
     assert_eq!(listen, "0.0.0.0:8080");
+    // The state directory is a writable volume of the pod's own (the root
+    // file system is read-only).
+    let state = state_dir(&args).expect("--state-dir");
+    let mounts = container["volumeMounts"].as_sequence().unwrap();
+    let mount = mounts
+        .iter()
+        .find(|m| m["mountPath"].as_str() == Some(state))
+        .unwrap_or_else(|| panic!("nothing mounted at {state}"));
+    assert!(mount["readOnly"].as_bool() != Some(true), "{mount:?}");
+    let volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mounted volume");
+    assert!(volume["emptyDir"].is_mapping(), "{volume:?}");
 
     // The Service reaches the container port.
     let service = manifest("kubernetes/service.yaml");
@@ -256,13 +284,19 @@ async fn deployment_command_line_serves_its_probes() {
         .collect();
     let (_, _, extra) = serve_args(&args);
     let (_primary, _backup, dir, config) = healthy_pair().await;
-    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    // The state directory, an empty volume, moved into the test's.
+    assert!(state_dir(&args).is_some());
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let mut extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    extra.extend(["--state-dir", state.to_str().unwrap()]);
     let gate = GateProcess::spawn_with(&config, dir.path(), "127.0.0.1:0", &extra, "info");
     let line = gate
         .wait_log("listening on http://", BOUND)
         .await
         .unwrap_or_else(|| panic!("{}", gate.log_text()));
     let base = line[line.find("http://").unwrap()..].trim().to_owned();
+    assert!(state.join("history").exists());
     for probe in ["readinessProbe", "livenessProbe"] {
         let path = container[probe]["httpGet"]["path"].as_str().unwrap();
         let deadline = tokio::time::Instant::now() + BOUND;

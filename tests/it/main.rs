@@ -24,6 +24,7 @@ mod prosody_depths;
 mod server_core;
 mod skip_selftest;
 mod standin_selftest;
+mod state_dir;
 mod status_extras;
 mod synapse;
 mod systemd_sandbox;

@@ -13,7 +13,8 @@
 //! On TCP and on the unit's unix socket, each test checks that roomgate
 //! starts without a warning, serves a redirect, takes ExecReload's SIGHUP
 //! (a room added to routes.yaml is served afterwards) and stops on
-//! KillSignal with exit status 0 within TimeoutStopSec.
+//! KillSignal with exit status 0 within TimeoutStopSec; started again, it
+//! reads back the uptime history it wrote to its StateDirectory.
 //!
 //! A third test shows that the sandbox bites: under it, a call the unit
 //! denies kills the process.
@@ -64,6 +65,7 @@ const APPLIED: &[&str] = &[
     "RuntimeDirectory",
     "RuntimeDirectoryMode",
     "ConfigurationDirectory",
+    "StateDirectory",
     "NoNewPrivileges",
     "CapabilityBoundingSet",
     "AmbientCapabilities",
@@ -506,8 +508,13 @@ async fn run_the_unit(tcp: bool) {
         std::fs::create_dir(&run).unwrap();
         std::fs::set_permissions(&run, std::fs::Permissions::from_mode(sandbox.runtime_mode))
             .unwrap();
+        // StateDirectory=, as systemd makes it: mode 0700, the user's.
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
         if let Some(user) = sandbox.user {
             std::os::unix::fs::chown(&run, Some(user), Some(user)).unwrap();
+            std::os::unix::fs::chown(&state, Some(user), Some(user)).unwrap();
         }
     }
     let spec = write_file(dir.path(), "sandbox.json", &sandbox.spec.to_string());
@@ -525,6 +532,7 @@ async fn run_the_unit(tcp: bool) {
     );
     let etc = format!("/etc/{}/", one(&settings, "ConfigurationDirectory"));
     let runtime = format!("unix:/run/{}/", one(&settings, "RuntimeDirectory"));
+    let state = format!("/var/lib/{}", one(&settings, "StateDirectory"));
     let port = tcp.then(free_port);
     let mut argv = vec![env!("CARGO_BIN_EXE_roomgate").to_owned()];
     let (mut socket, mut socket_mode) = (None, None);
@@ -532,7 +540,9 @@ async fn run_the_unit(tcp: bool) {
     while let Some(word) = words.next() {
         argv.push(word.clone());
         let value = match word.as_str() {
-            "--config" | "--listen" | "--socket-mode" => words.next().expect("a value"),
+            "--config" | "--listen" | "--socket-mode" | "--state-dir" => {
+                words.next().expect("a value")
+            }
             _ => continue,
         };
         argv.push(match word.as_str() {
@@ -550,6 +560,10 @@ async fn run_the_unit(tcp: bool) {
                     Some(port) => format!("127.0.0.1:{port}"),
                     None => format!("unix:{}", path.display()),
                 }
+            }
+            "--state-dir" => {
+                assert_eq!(*value, state, "--state-dir is the StateDirectory=");
+                dir.path().join("state").display().to_string()
             }
             _ => {
                 socket_mode = Some(u32::from_str_radix(value, 8).expect("octal"));
@@ -620,6 +634,11 @@ async fn run_the_unit(tcp: bool) {
     let metrics = endpoint.get("/metrics").await.body;
     assert_eq!(reloads(&metrics, "success"), 1, "{metrics}");
     assert_eq!(reloads(&metrics, "failure"), 0, "{metrics}");
+    let uptime = |body: &str| {
+        let status: serde_json::Value = serde_json::from_str(body).expect("JSON");
+        server(&status, "primary")["uptime"].clone()
+    };
+    let before = uptime(&endpoint.get("/status.json").await.body);
 
     // KillSignal ends it with status 0 within TimeoutStopSec (so
     // Restart=on-failure does not start it again), the socket gone too.
@@ -636,6 +655,27 @@ async fn run_the_unit(tcp: bool) {
     if !tcp {
         assert!(!socket.exists(), "socket left behind");
     }
+
+    // Started again, it goes on with the history in its StateDirectory=:
+    // the window starts with the first run, then up, unknown while it was
+    // stopped, up again.
+    let mut gate = GateProcess::spawn_command(sandbox.command(&settings, &spec, &argv));
+    wait_ready(&mut gate, &endpoint).await;
+    let after = uptime(&endpoint.get("/status.json").await.body);
+    assert_eq!(after["from"], before["from"], "{before}\n{after}");
+    let states: Vec<&str> = after["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["state"].as_str().unwrap())
+        .collect();
+    assert!(
+        states.windows(3).any(|w| w == ["up", "unknown", "up"]),
+        "{after}"
+    );
+    gate.signal(signal.strip_prefix("SIG").unwrap());
+    let status = gate.wait_exit(stop).await.expect("stops again");
+    assert_clean_exit(status, &gate);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -170,7 +170,8 @@ impl GateProcess {
             .current_dir(cwd)
             .env("RUST_LOG", rust_log)
             .env_remove("ROOMGATE_CONFIG")
-            .env_remove("ROOMGATE_LISTEN");
+            .env_remove("ROOMGATE_LISTEN")
+            .env_remove("ROOMGATE_STATE_DIR");
         GateProcess::spawn_command(command)
     }
 

@@ -733,7 +733,11 @@ fn bosh(shared: &Shared, mode: Mode, method: &Method, body: &str) -> Answer {
             ..prosody(shared, method, attrs)
         },
         Mode::Flapping if attrs.as_ref().is_some_and(|a| attr(a, "sid").is_none()) => {
-            if shared.flaps.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+            if shared
+                .flaps
+                .fetch_add(1, Ordering::SeqCst)
+                .is_multiple_of(2)
+            {
                 prosody(shared, method, attrs)
             } else {
                 simple(StatusCode::BAD_GATEWAY, "text/html", &nginx_error_page(502))
