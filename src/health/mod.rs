@@ -18,7 +18,7 @@ pub mod store;
 pub use history::History;
 pub(crate) use monitor::panic_text;
 pub use monitor::ServerHandle;
-pub use probe::{xml, Probe, ProbeError, ServerProbe, MAX_ERROR_CHARS};
+pub use probe::{connector, xml, Conn, Probe, ProbeError, ServerProbe, MAX_ERROR_CHARS};
 pub(crate) use resolve::Resolver;
 
 use std::time::{Duration, SystemTime};

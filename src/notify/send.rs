@@ -10,19 +10,17 @@
 //! URL.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{header, HeaderMap, Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http::header::HeaderValue;
+use http::{header, HeaderMap, Method, StatusCode, Uri};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use tower_service::Service;
 
 use super::event::Event;
 use crate::config::{NotifyTarget, TargetKind};
-use crate::health::{ProbeError, Resolver};
+use crate::health::{connector, Conn, ProbeError, Resolver};
 
 /// Largest answer read from a target; API answers are small.
 const MAX_ANSWER: usize = 64 * 1024;
@@ -71,23 +69,8 @@ pub struct Client {
 impl Client {
     /// A client for `target`, each attempt bounded by `timeout`.
     pub fn new(target: NotifyTarget, timeout: Duration) -> Client {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("the ring provider supports the default protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut http = HttpConnector::new_with_resolver(Resolver::new());
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        // No `ca_file` for targets: public APIs, or loopback over http.
+        let connector = connector(&[], timeout);
         Client {
             target,
             timeout,
@@ -139,61 +122,37 @@ impl Client {
             why: self.clean(&why),
             after: None,
         };
-        let Ok(uri) = url.parse::<Uri>() else {
+        if url.parse::<Uri>().is_err() {
             return Outcome::Failed {
                 why: "the target's URL does not parse".to_owned(),
             };
-        };
-        let mut connector = self.connector.clone();
-        if let Err(e) = std::future::poll_fn(|cx| connector.poll_ready(cx)).await {
-            return retry(format!("connect: {}", chain(e.as_ref())));
         }
-        let io = match connector.call(uri.clone()).await {
-            Ok(io) => io,
-            Err(e) => return retry(format!("connect: {}", chain(e.as_ref()))),
-        };
-        let (mut sender, conn) = match hyper::client::conn::http1::handshake(io).await {
-            Ok(pair) => pair,
-            Err(e) => return retry(format!("HTTP handshake: {}", chain(&e))),
-        };
-        // Dropped (and so the socket closed) when the attempt ends or is cut
-        // off by its timeout.
-        let driver = tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let _driver = AbortOnDrop(driver);
-        let host = uri.authority().map(|a| a.as_str()).unwrap_or_default();
-        let mut req = Request::builder()
-            .method(method)
-            .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
-            .header(header::HOST, host)
-            .header(header::USER_AGENT, USER_AGENT)
-            .header(header::CONTENT_TYPE, "application/json");
+        let mut headers = vec![
+            (header::USER_AGENT, HeaderValue::from_static(USER_AGENT)),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+        ];
         if let Some(token) = bearer {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-        let req = match req.body(Full::new(body)) {
-            Ok(req) => req,
-            Err(_) => {
+            let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) else {
                 return Outcome::Failed {
                     why: "the request could not be built (is the token valid in a header?)"
                         .to_owned(),
-                }
-            }
+                };
+            };
+            headers.push((header::AUTHORIZATION, value));
+        }
+        let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+        // One connection per attempt, closed when the attempt ends or is
+        // cut off by its timeout.
+        let mut conn = Conn::new(&self.connector);
+        let (status, headers, answer) = match conn.request(method, &url, &headers, body).await {
+            Ok(answer) => answer,
+            Err(e) => return retry(e.into_string()),
         };
-        let resp = match sender.send_request(req).await {
-            Ok(resp) => resp,
-            Err(e) => return retry(format!("request failed: {}", chain(&e))),
-        };
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let answer = Limited::new(resp.into_body(), MAX_ANSWER)
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let outcome = classify(status, &headers, &answer, SystemTime::now());
+        let answer = &answer[..answer.len().min(MAX_ANSWER)];
+        let outcome = classify(status, &headers, answer, SystemTime::now());
         match outcome {
             Outcome::Sent => Outcome::Sent,
             Outcome::Retry { why, after } => Outcome::Retry {
@@ -297,31 +256,6 @@ fn encode_segment(text: &str) -> String {
         }
     }
     out
-}
-
-/// An error and its sources, joined (connect and TLS errors name the
-/// problem deep in the chain).
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        let s = e.to_string();
-        if !text.contains(&s) {
-            text.push_str(": ");
-            text.push_str(&s);
-        }
-        source = e.source();
-    }
-    text
-}
-
-/// Aborts the connection's driver when the attempt is over.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 #[cfg(test)]

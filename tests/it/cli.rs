@@ -2,7 +2,7 @@
 //! finds its config and its listen address.
 
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -127,23 +127,6 @@ fn check_accepts_the_repository_routes() {
     }
 }
 
-/// Runs `roomgate probe FILE` without blocking the runtime the stand-ins
-/// run on.
-async fn probe(file: &Path) -> Output {
-    let out = tokio::process::Command::new(BIN)
-        .arg("probe")
-        .arg(file)
-        .current_dir(file.parent().unwrap())
-        .env_remove("ROOMGATE_CONFIG")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(Duration::from_secs(10), out)
-        .await
-        .expect("probe finishes")
-        .expect("run probe")
-}
-
 /// The table row of server `name`.
 fn row<'a>(table: &'a str, name: &str) -> &'a str {
     table
@@ -162,7 +145,7 @@ async fn probe_prints_a_table_and_fails_when_a_server_is_down() {
         "routes.yaml",
         &two_server_yaml(&primary.url(), &backup.url(), ""),
     );
-    let out = probe(&file).await;
+    let out = run_probe(&file).await;
     let table = text(&out.stdout);
     println!("{table}");
     assert_eq!(out.status.code(), Some(1), "{table}{}", text(&out.stderr));
@@ -186,7 +169,7 @@ async fn probe_succeeds_when_all_servers_are_up() {
         "routes.yaml",
         &two_server_yaml(&primary.url(), &backup.url(), ""),
     );
-    let out = probe(&file).await;
+    let out = run_probe(&file).await;
     let table = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{table}{}", text(&out.stderr));
     for name in ["primary", "backup"] {
@@ -218,7 +201,7 @@ rooms:
     );
     let file = write_file(dir.path(), "routes.yaml", &yaml);
     let start = Instant::now();
-    let out = probe(&file).await;
+    let out = run_probe(&file).await;
     let took = start.elapsed();
     let table = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{table}");

@@ -9,8 +9,6 @@
 //! Without Prosody (or nginx) these tests skip visibly; under `CI=true`
 //! they fail (`support::tools`).
 
-use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::support::bosh_client::BoshClient;
@@ -314,7 +312,7 @@ async fn fifty_probe_runs_leave_no_session() {
     let file = write_file(dir.path(), "routes.yaml", &yaml);
     let start = Instant::now();
     for run in 1..=50 {
-        let out = probe(&file).await;
+        let out = run_probe(&file).await;
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(
             out.status.code(),
@@ -335,22 +333,6 @@ async fn fifty_probe_runs_leave_no_session() {
     assert_eq!(created, 50);
     assert_eq!(sessions, 0, "sessions left behind");
     assert_eq!(unhandled, 0, "terminates Prosody could not handle");
-}
-
-/// Runs `roomgate probe FILE`, bounded.
-async fn probe(file: &Path) -> std::process::Output {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_roomgate"))
-        .arg("probe")
-        .arg(file)
-        .current_dir(file.parent().unwrap())
-        .env_remove("ROOMGATE_CONFIG")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(Duration::from_secs(10), out)
-        .await
-        .expect("probe finishes")
-        .expect("run probe")
 }
 
 /// POSTs a BOSH session request for `domain` to `base`/http-bind; the

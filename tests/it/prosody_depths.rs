@@ -8,8 +8,6 @@
 //! instead of 200 ms): a `focus` probe makes seven requests of a Prosody
 //! that shares two cores with the whole test suite.
 
-use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::support::faults::{location, wait_entry, wait_location, yaml_with_check, SLACK};
@@ -286,7 +284,7 @@ async fn fifty_probes_of_each_depth_leave_no_session() {
         let created_before = prosody.log_lines("New BOSH session").len();
         let start = Instant::now();
         for run in 1..=50 {
-            let out = probe(&file).await;
+            let out = run_probe(&file).await;
             assert_eq!(
                 out.status.code(),
                 Some(0),
@@ -309,20 +307,4 @@ async fn fifty_probes_of_each_depth_leave_no_session() {
     assert_eq!(focus.answered(), 50, "one ping per focus probe");
     let unhandled = prosody.log_lines("Unhandled c2s");
     assert!(unhandled.is_empty(), "{unhandled:#?}");
-}
-
-/// Runs `roomgate probe FILE`, bounded.
-async fn probe(file: &Path) -> std::process::Output {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_roomgate"))
-        .arg("probe")
-        .arg(file)
-        .current_dir(file.parent().unwrap())
-        .env_remove("ROOMGATE_CONFIG")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(Duration::from_secs(10), out)
-        .await
-        .expect("probe finishes")
-        .expect("run probe")
 }

@@ -19,7 +19,6 @@ pub mod xml;
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
@@ -30,7 +29,7 @@ use tokio::time::Instant;
 use super::resolve::Resolver;
 use crate::config::{CheckKind, Depth, Server};
 pub use bosh::Session;
-pub use client::Conn;
+pub use client::{connector, Conn};
 pub use error::{ProbeError, MAX_ERROR_CHARS};
 
 /// Time the end of a BOSH session gets after the verdict, on top of the
@@ -81,29 +80,7 @@ pub struct ServerProbe {
 impl ServerProbe {
     /// A probe for `server`, following its `check` settings.
     pub fn new(server: &Server) -> ServerProbe {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        for cert in &server.extra_roots {
-            // A certificate rustls cannot use as a root is skipped; the probe
-            // then fails with a TLS error that names the problem.
-            let _ = roots.add(cert.clone());
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("the ring provider supports the default protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-
-        let mut http = HttpConnector::new_with_resolver(Resolver::new());
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(server.check.timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let connector = client::connector(&server.extra_roots, server.check.timeout);
         ServerProbe {
             base: server.url.clone(),
             kind: server.check.kind.clone(),

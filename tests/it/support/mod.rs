@@ -346,6 +346,23 @@ pub async fn get(url: &str, headers: &[(&str, &str)]) -> Resp {
 }
 
 /// Writes `contents` to `dir/name` and returns the path.
+/// Runs `roomgate probe FILE` without blocking the runtime the test's
+/// servers run on, bounded at 10 s.
+pub async fn run_probe(file: &Path) -> std::process::Output {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_roomgate"))
+        .arg("probe")
+        .arg(file)
+        .current_dir(file.parent().unwrap())
+        .env_remove("ROOMGATE_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(10), out)
+        .await
+        .expect("probe finishes")
+        .expect("run probe")
+}
+
 pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
