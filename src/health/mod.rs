@@ -16,11 +16,11 @@ mod resolve;
 pub mod store;
 
 pub use history::History;
-pub(crate) use monitor::panic_text;
 pub use monitor::ServerHandle;
 pub use probe::{connector, xml, Conn, Probe, ProbeError, ServerProbe, MAX_ERROR_CHARS};
 pub(crate) use resolve::Resolver;
 
+use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
@@ -34,6 +34,41 @@ pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// Runs the task that `start` makes and, should it ever end (a panic in
+/// it), logs why and starts another after `pause`: a prober or a poller
+/// keeps working whatever one probe or query does. `start` is called anew
+/// for each run, so a new run can go on from what the last one published.
+/// Never returns; aborting the task that runs this aborts the run too.
+pub(crate) async fn supervise<F, T>(what: &str, pause: Duration, mut start: F)
+where
+    F: FnMut() -> T,
+    T: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let mut running = AbortOnDrop(tokio::spawn(start()));
+        let why = match (&mut running.0).await {
+            Err(e) if e.is_panic() => format!("it panicked: {}", panic_text(e.into_panic())),
+            Err(e) => format!("it failed: {e}"),
+            Ok(()) => "it stopped".to_owned(),
+        };
+        tracing::error!(
+            "{what} stopped ({why}); starting it again in {}",
+            humantime::format_duration(pause)
+        );
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// The message of a panic, for the log line.
+fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(text) => *text,
+        Err(payload) => payload
+            .downcast_ref::<&str>()
+            .map_or_else(|| "no message".to_owned(), |s| (*s).to_owned()),
     }
 }
 

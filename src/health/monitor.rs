@@ -230,23 +230,8 @@ impl<P: Probe> Prober<P> {
     /// on from the last published state, so a restart alone does not flip
     /// a server. Never returns; aborting this task aborts the prober.
     async fn supervise(self) {
-        let mut next = self;
-        loop {
-            let template = next.again();
-            let mut running = AbortOnDrop(tokio::spawn(next.run()));
-            let why = match (&mut running.0).await {
-                Err(e) if e.is_panic() => format!("it panicked: {}", panic_text(e.into_panic())),
-                Err(e) => format!("it failed: {e}"),
-                Ok(()) => "it stopped".to_owned(),
-            };
-            tracing::error!(
-                "{}: the prober stopped probing ({why}); starting it again in {} s",
-                template.name,
-                RESTART_PAUSE.as_secs()
-            );
-            tokio::time::sleep(RESTART_PAUSE).await;
-            next = template.again();
-        }
+        let what = format!("{}: the prober", self.name);
+        super::supervise(&what, RESTART_PAUSE, move || self.again().run()).await
     }
 
     /// A prober for the same server and slot, whose state goes on from
@@ -396,16 +381,6 @@ impl<P: Probe> Prober<P> {
             (None, Err(e)) => tracing::debug!("{name} probe failed: {e}"),
             _ => tracing::debug!("{name} probe succeeded in {ms} ms"),
         }
-    }
-}
-
-/// The message of a panic, for the log line.
-pub(crate) fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
-    match payload.downcast::<String>() {
-        Ok(text) => *text,
-        Err(payload) => payload
-            .downcast_ref::<&str>()
-            .map_or_else(|| "no message".to_owned(), |s| (*s).to_owned()),
     }
 }
 

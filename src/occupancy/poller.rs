@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::{people, source_for, Occupancy, OccupancySource};
 use crate::config::{self, Server};
-use crate::health::{panic_text, AbortOnDrop, ProbeError};
+use crate::health::{supervise, AbortOnDrop, ProbeError};
 use crate::metrics::{Metrics, ProbeLabels};
 
 /// Counts live for this many intervals: a query that is merely late or
@@ -151,24 +151,9 @@ impl<S: OccupancySource> Poller<S> {
     /// query per interval. Never returns; aborting this task aborts the
     /// poller.
     async fn supervise(self) {
-        let mut next = self;
-        loop {
-            let template = next.again();
-            let mut running = AbortOnDrop(tokio::spawn(next.run()));
-            let why = match (&mut running.0).await {
-                Err(e) if e.is_panic() => format!("it panicked: {}", panic_text(e.into_panic())),
-                Err(e) => format!("it failed: {e}"),
-                Ok(()) => "it stopped".to_owned(),
-            };
-            let pause = template.settings.interval;
-            tracing::error!(
-                "{}: the occupancy poller stopped ({why}); starting it again in {}",
-                template.name,
-                humantime::format_duration(pause)
-            );
-            tokio::time::sleep(pause).await;
-            next = template.again();
-        }
+        let what = format!("{}: the occupancy poller", self.name);
+        let pause = self.settings.interval;
+        supervise(&what, pause, move || self.again().run()).await
     }
 
     fn again(&self) -> Poller<S> {
