@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::support::faults::*;
-use crate::support::tools::{SETPRIV, UNSHARE};
+use crate::support::tools::{as_nobody, UNSHARE};
 use crate::support::*;
 
 // ---------------------------------------------------------------------------
@@ -417,41 +417,15 @@ async fn row17_config_replaced_by_a_directory() {
     .await;
 }
 
-/// Whether this process runs as root (uid 0), from /proc.
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
-        })
-        .unwrap_or(false)
-}
-
 /// Row 18: `chmod 000`. Root reads such a file anyway (CAP_DAC_OVERRIDE),
 /// so when the tests run as root, roomgate runs as `nobody` through
 /// setpriv(1), with its directory and file opened up for it first; then the
 /// permission check is the kernel's, as in a real deployment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row18_config_made_unreadable_before_sighup() {
-    let nobody = [
-        "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-    ];
-    let wrapper: &[&str] = if is_root() { &nobody } else { &[] };
-    if !wrapper.is_empty() {
-        let usable = std::process::Command::new("setpriv")
-            .args(nobody)
-            .arg("true")
-            .status()
-            .is_ok_and(|s| s.success());
-        if !SETPRIV.usable(usable, "cannot run a command as nobody") {
-            return;
-        }
-    }
+    let Some(wrapper) = as_nobody() else {
+        return;
+    };
     reload_fails(
         wrapper,
         |file| {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::support::gate::{healthy_pair, two_server_yaml, GateProcess};
 use crate::support::standin::{Mode, StandIn};
-use crate::support::tools::SETPRIV;
+use crate::support::tools::as_nobody;
 use crate::support::*;
 
 /// How long roomgate may take to start, probe, or stop.
@@ -370,22 +370,10 @@ async fn a_read_only_directory_stops_the_start() {
     let (_primary, _backup, dir, config) = healthy_pair().await;
     // Root writes anywhere: then roomgate runs as nobody, as a service
     // would, and the permission check is the kernel's.
-    let nobody = [
-        "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-    ];
-    let wrapper: &[&str] = if is_root() { &nobody } else { &[] };
+    let Some(wrapper) = as_nobody() else {
+        return;
+    };
     if !wrapper.is_empty() {
-        let usable = std::process::Command::new("setpriv")
-            .args(nobody)
-            .arg("true")
-            .status()
-            .is_ok_and(|s| s.success());
-        if !SETPRIV.usable(usable, "cannot run a command as nobody") {
-            return;
-        }
         crate::support::nginx::open_dir(dir.path());
         std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
     }
@@ -400,16 +388,4 @@ async fn a_read_only_directory_stops_the_start() {
     )
     .await;
     assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0);
-}
-
-/// Whether this process runs as root (uid 0), from /proc.
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
-        })
-        .unwrap_or(false)
 }

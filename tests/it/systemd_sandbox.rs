@@ -249,18 +249,6 @@ impl SyscallSets {
     }
 }
 
-/// Whether the tests run as root (then roomgate runs as [`NOBODY`]).
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
-        })
-        .unwrap_or(false)
-}
-
 /// What the launcher applies (its SPEC.json), made from the unit.
 struct Sandbox {
     spec: serde_json::Value,
@@ -322,7 +310,7 @@ impl Sandbox {
             .parse()
             .expect("LimitNOFILE= a number");
         let umask = u32::from_str_radix(one(settings, "UMask"), 8).expect("UMask= octal");
-        let root = is_root();
+        let root = crate::support::tools::is_root();
         // Without root neither a user change nor a bounding set is ours to
         // give up; an unprivileged test process has no capabilities anyway.
         let user = (yes(settings, "DynamicUser") && root).then_some(NOBODY);

@@ -88,7 +88,7 @@ impl Nginx {
         }
         // As root, workers drop to an unprivileged user like in production;
         // that also proves the unix socket's default mode lets them in.
-        let user = if is_root() {
+        let user = if super::tools::is_root() {
             "user nobody nogroup;"
         } else {
             ""
@@ -188,17 +188,6 @@ impl Drop for Nginx {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn is_root() -> bool {
-    // The effective uid, without a libc dependency: owner of a fresh file.
-    use std::os::unix::fs::MetadataExt as _;
-    let probe = tempfile::NamedTempFile::new().expect("temp file");
-    probe
-        .as_file()
-        .metadata()
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
 }
 
 /// The values of every `href` and `src` attribute in `html`, unescaped.

@@ -164,3 +164,39 @@ fn skip(tool: &Tool, problem: &str) {
     );
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
+
+/// Whether the tests run as root (effective uid 0), from /proc.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// The command prefix that runs a program as nobody when the tests run as
+/// root, so that a permission test sees the kernel's checks (root reads
+/// and writes anywhere); empty otherwise. `None`, after the skip line (or
+/// the failure under CI), when `setpriv` cannot do it.
+pub fn as_nobody() -> Option<&'static [&'static str]> {
+    const NOBODY: &[&str] = &[
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ];
+    if !is_root() {
+        return Some(&[]);
+    }
+    let usable = std::process::Command::new("setpriv")
+        .args(NOBODY)
+        .arg("true")
+        .status()
+        .is_ok_and(|s| s.success());
+    SETPRIV
+        .usable(usable, "cannot run a command as nobody")
+        .then_some(NOBODY)
+}
