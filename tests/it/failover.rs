@@ -187,6 +187,43 @@ async fn the_bosh_probe_ends_its_session() {
         "{}",
         terminate.body
     );
+    // Nothing inside: a session that never logged in has nothing to end,
+    // and Prosody answers stanzas in it with an error.
+    assert!(
+        terminate.body.trim_end().ends_with("/>"),
+        "{}",
+        terminate.body
+    );
+    gate.stop().await;
+}
+
+/// A server slow to answer the terminate: the verdict and the latency
+/// come from the session request; the terminate is still sent, on its own
+/// budget after the verdict, and does not hold the probes up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_terminate_is_neither_latency_nor_verdict() {
+    let primary = StandIn::http(Mode::SlowTerminate).await;
+    let backup = StandIn::http(Mode::Healthy).await;
+    // A timeout long enough that a probe which waited for the terminate
+    // within it would report about a second of latency.
+    let check = "interval: 2s, fast_interval: 100ms, timeout: 1s, rise: 2, fall: 2, \
+                 xmpp_domain: localhost";
+    let gate = Gate::start(&yaml_with_check(&primary.url(), check, &backup.url())).await;
+    let entry = wait_entry(&gate, "primary", "up", Duration::from_secs(3)).await;
+    let latency = entry["latency_ms"].as_u64().expect("a latency");
+    assert!(latency < 500, "latency {latency} ms holds the terminate");
+    // The terminate went out and reached the server.
+    primary
+        .wait_for_terminates(1, Duration::from_secs(3))
+        .await
+        .unwrap_or_else(|c| panic!("no terminate: {c:?}"));
+    // A second probe comes on time: the slow terminate (cut off after its
+    // own 1 s) did not hold the prober beyond interval + budget.
+    let counts = primary
+        .wait_for(Duration::from_secs(4), |c| c.bosh_creates >= 2)
+        .await
+        .unwrap_or_else(|c| panic!("no second probe: {c:?}"));
+    assert!(counts.bosh_terminates >= 1);
     gate.stop().await;
 }
 

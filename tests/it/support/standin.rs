@@ -102,6 +102,10 @@ pub enum Mode {
     /// Reads the request, then sends the status line and headers one byte
     /// per `slow_interval`, so short timeouts expire before the head ends.
     SlowHeaders,
+    /// As `Healthy`, but the answer to a session's terminate is trickled
+    /// one byte per `slow_interval` after its headers: a server slow to end
+    /// sessions.
+    SlowTerminate,
     /// BOSH session requests alternate: the first opens a session as in
     /// `Healthy`, the next answers 502 as in `BoshDown`, and so on.
     Flapping,
@@ -732,6 +736,16 @@ fn bosh(shared: &Shared, mode: Mode, method: &Method, body: &str) -> Answer {
             trickle: Some(shared.slow_interval),
             ..prosody(shared, method, attrs)
         },
+        Mode::SlowTerminate
+            if attrs
+                .as_ref()
+                .is_some_and(|a| attr(a, "type") == Some("terminate")) =>
+        {
+            Answer {
+                trickle: Some(shared.slow_interval),
+                ..prosody(shared, method, attrs)
+            }
+        }
         Mode::Flapping if attrs.as_ref().is_some_and(|a| attr(a, "sid").is_none()) => {
             if shared
                 .flaps
@@ -743,9 +757,12 @@ fn bosh(shared: &Shared, mode: Mode, method: &Method, body: &str) -> Answer {
                 simple(StatusCode::BAD_GATEWAY, "text/html", &nginx_error_page(502))
             }
         }
-        Mode::Healthy | Mode::Refusing | Mode::BlackHole | Mode::SlowHeaders | Mode::Flapping => {
-            prosody(shared, method, attrs)
-        }
+        Mode::Healthy
+        | Mode::Refusing
+        | Mode::BlackHole
+        | Mode::SlowHeaders
+        | Mode::Flapping
+        | Mode::SlowTerminate => prosody(shared, method, attrs),
     }
 }
 
