@@ -113,6 +113,44 @@ async fn row08_tls_unknown_ca() {
     .await;
 }
 
+/// Row 8b: a self-signed certificate made as a CA (`CA:TRUE`), trusted
+/// through `ca_file` as its own CA. rustls refuses a CA certificate as a
+/// server's; the error says so in plain words and what to do, on the page,
+/// in `/status.json` and in `roomgate probe`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row08b_tls_a_ca_certificate_as_the_servers_own() {
+    let leaf = Leaf::self_signed_ca(&["localhost", "127.0.0.1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = write_file(dir.path(), "self.pem", &leaf.cert_pem);
+    let primary = StandIn::https(Mode::Healthy, &leaf).await;
+    let backup = StandIn::http(Mode::Healthy).await;
+    let extra = format!("    ca_file: {}", ca_file.display());
+    let yaml = two_server_yaml(&primary.url(), &backup.url(), &extra);
+    let file = write_file(dir.path(), "routes.yaml", &yaml);
+    let gate = Gate::start_in(dir, &yaml).await;
+    let entry = wait_entry(&gate, "primary", "down", Duration::from_secs(2)).await;
+    let error = entry["error"].as_str().expect("an error text");
+    println!("TLS fault, CA as server certificate: {error}");
+    for words in [
+        "CaUsedAsEndEntity",
+        "the server's certificate is a CA certificate (CA:TRUE)",
+        "signed by a CA in ca_file",
+        "or one with CA:FALSE",
+    ] {
+        assert!(error.contains(words), "{words:?} not in {error}");
+    }
+    let page = get(&gate.url("/"), &[]).await;
+    assert!(
+        page.body.contains("is a CA certificate (CA:TRUE)"),
+        "{}",
+        page.body
+    );
+    let out = run_probe(&file).await;
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("is a CA certificate (CA:TRUE)"), "{table}");
+    gate.stop().await;
+}
+
 /// Row 9: a trusted CA, but the certificate expired (2021).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row09_tls_expired() {

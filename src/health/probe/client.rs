@@ -173,6 +173,11 @@ impl<'a> Conn<'a> {
 /// An error and its sources, joined: connect and TLS errors say what went
 /// wrong only deep in the chain ("invalid peer certificate: UnknownIssuer").
 pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    // A name that says little to an admin gives way to words that do,
+    // short enough to survive the bound on error texts.
+    if let Some((name, plain)) = plain_tls_words(err) {
+        return format!("{plain} ({name})");
+    }
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(e) = source {
@@ -183,26 +188,24 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
         }
         source = e.source();
     }
-    if let Some(plain) = plain_tls_words(err) {
-        text.push_str(" (");
-        text.push_str(plain);
-        text.push(')');
-    }
     text
 }
 
 /// What to do about a TLS error whose rustls name says little to an admin,
-/// or `None` for the others (their names are plain enough).
-fn plain_tls_words(err: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+/// with that name, or `None` for the others (their names are plain enough).
+fn plain_tls_words(
+    err: &(dyn std::error::Error + 'static),
+) -> Option<(&'static str, &'static str)> {
+    const CA_AS_LEAF: &str = "CaUsedAsEndEntity";
     let mut source = Some(err);
     while let Some(e) = source {
         // webpki's name for it, as rustls words the error.
-        if e.to_string().contains("CaUsedAsEndEntity") {
-            return Some(
-                "the server presents a CA certificate (CA:TRUE) as its own certificate, which \
-                 TLS clients refuse; give the server a certificate signed by that CA (and keep \
-                 the CA in ca_file), or a self-signed one with CA:FALSE",
-            );
+        if e.to_string().contains(CA_AS_LEAF) {
+            return Some((
+                CA_AS_LEAF,
+                "the server's certificate is a CA certificate (CA:TRUE), refused as a server's \
+                 own: give it one signed by a CA in ca_file, or one with CA:FALSE",
+            ));
         }
         source = e.source();
     }

@@ -182,6 +182,21 @@ impl Leaf {
         Leaf::from_parts(&cert, &key)
     }
 
+    /// A self-signed certificate for `names` that is also a CA
+    /// (`CA:TRUE`), as `openssl req -x509` makes one by default, so that
+    /// it serves as its own `ca_file`.
+    pub fn self_signed_ca(names: &[&str]) -> Leaf {
+        let key = KeyPair::generate().expect("key");
+        let mut params = leaf_params(names);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyCertSign,
+        ];
+        let cert = params.self_signed(&key).expect("self-sign");
+        Leaf::from_parts(&cert, &key)
+    }
+
     fn from_parts(cert: &rcgen::Certificate, key: &KeyPair) -> Leaf {
         Leaf {
             chain: vec![cert.der().clone()],
