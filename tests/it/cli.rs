@@ -178,6 +178,34 @@ async fn probe_succeeds_when_all_servers_are_up() {
     }
 }
 
+/// Columns stay aligned whatever the names' lengths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_aligns_long_server_names() {
+    let up = StandIn::http(Mode::Healthy).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "servers:\n  a-rather-long-server-name-of-40-characters:\n    url: {url}\n    \
+         check: {FAST_CHECK}\n  b:\n    url: {url}/with/a/longer/path/prefix\n    \
+         check: {{ kind: http, timeout: 1s }}\nrooms:\n  Lounge: {{}}\n",
+        url = up.url()
+    );
+    let file = write_file(dir.path(), "routes.yaml", &yaml);
+    let table = text(&run_probe(&file).await.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    let state_column = |line: &str| {
+        line.find(" up ")
+            .or_else(|| line.find(" STATE "))
+            .or_else(|| line.find(" down "))
+    };
+    let columns: Vec<_> = lines.iter().map(|l| state_column(l)).collect();
+    assert!(columns[0].is_some(), "{table}");
+    assert!(
+        columns.iter().all(|c| *c == columns[0]),
+        "{columns:?}\n{table}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_runs_the_servers_at_once() {
     // Two servers that never answer, 1 s timeout each: one after the other
