@@ -274,6 +274,9 @@ impl Writer {
                 }
                 Ok(Message::Stop(done)) => {
                     self.append(Record::Stop(SystemTime::now()));
+                    // The file and the lock are let go before the closer
+                    // hears of it, so that it may open the directory again.
+                    drop(self);
                     let _ = done.send(());
                     return;
                 }
