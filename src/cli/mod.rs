@@ -218,6 +218,11 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    // Signals are ours before anything says "listening": a SIGTERM that
+    // follows that line at once is a clean stop, not the default death.
+    let mut hangup = signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
     let max_connections = crate::limits::fit_connection_cap(args.max_connections);
     let listener = Listener::bind(&args.listen)
         .await
@@ -228,7 +233,6 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let gw = Gateway::start_with(config, source, state);
     tracing::info!("listening on {}", listener.describe());
 
-    let mut hangup = signal(tokio::signal::unix::SignalKind::hangup())?;
     let reloader = gw.clone();
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
@@ -238,8 +242,6 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         }
     });
-    let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
     let shutdown = async move {
         tokio::select! {
             _ = terminate.recv() => tracing::info!("SIGTERM received"),
