@@ -16,6 +16,7 @@ mod lifecycle;
 mod lifecycle_under_load;
 mod load;
 mod nginx;
+mod occupancy;
 mod open_redirect;
 mod probed_text;
 mod prosody;
