@@ -17,6 +17,7 @@ mod lifecycle_under_load;
 mod load;
 mod nginx;
 mod notify;
+mod occupancy;
 mod open_redirect;
 mod probed_text;
 mod prosody;

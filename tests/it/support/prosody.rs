@@ -36,6 +36,14 @@
 //! sessions), and prints `Total: N clients`. An unterminated BOSH session
 //! stays there until its inactivity timeout (60 s).
 //!
+//! A MUC component ([`ProsodySpec::muc`], e.g. `conference.localhost`) is
+//! Prosody's own `muc` module as Jitsi declares it: `muc_room_locking =
+//! false` (a room opens with its first occupant, who owns it), the real
+//! JIDs visible to everyone (`muc_room_default_public_jids`). Rooms are
+//! public (`muc_room_default_public = true`): Prosody 0.12's own default
+//! is hidden rooms, whose disco#info says `muc_hidden`; a test that wants
+//! one hides it as its owner (`support::bosh_client::MucClient::hide`).
+//!
 //! Running as root: the config says `run_as_root = true`, so neither
 //! Prosody's mod_posix nor `prosodyctl` switches to the `prosody` user
 //! (who could not write the temporary directory).
@@ -96,6 +104,8 @@ pub struct ComponentSpec {
 pub struct ProsodySpec {
     pub vhosts: Vec<VHost>,
     pub component: Option<ComponentSpec>,
+    /// A MUC component (`Component NAME "muc"`), e.g. `conference.<domain>`.
+    pub muc: Option<String>,
     /// `http_default_host`: the virtual host that answers HTTP requests
     /// whose `Host` is none of the virtual hosts.
     pub default_host: Option<String>,
@@ -142,6 +152,12 @@ impl ProsodySpec {
             name: name.to_owned(),
             secret: secret.to_owned(),
         });
+        self
+    }
+
+    /// Declares the MUC component `name` (see the module doc).
+    pub fn muc(mut self, name: &str) -> ProsodySpec {
+        self.muc = Some(name.to_owned());
         self
     }
 
@@ -412,6 +428,14 @@ consider_bosh_secure = true
                 "\nComponent {}\n    component_secret = {}\n",
                 lua(&component.name),
                 lua(&component.secret)
+            ));
+        }
+        if let Some(muc) = &self.spec.muc {
+            text.push_str(&format!(
+                "\nComponent {} \"muc\"\n    storage = \"memory\"\n    \
+                 muc_room_locking = false\n    muc_room_default_public_jids = true\n    \
+                 muc_room_default_public = true\n",
+                lua(muc)
             ));
         }
         text
