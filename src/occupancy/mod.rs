@@ -33,8 +33,11 @@ pub enum Occupancy {
     /// No such room (`item-not-found`): Jitsi destroys a room when the
     /// last one leaves, so nobody is there.
     Empty,
-    /// The server does not say (a hidden room, `forbidden`, no occupants
-    /// field): never read as 0.
+    /// A hidden room (not `muc#roomconfig_publicroom`): its count is not
+    /// shown, as for [`Occupancy::Unknown`], and the log says why once.
+    Hidden,
+    /// The server does not say (`forbidden`, no occupants field, no
+    /// answer): never read as 0.
     Unknown,
 }
 
@@ -66,7 +69,7 @@ pub fn people(occupancy: Occupancy, exclude: u32) -> Option<u32> {
     match occupancy {
         Occupancy::Known(0) | Occupancy::Empty => Some(0),
         Occupancy::Known(n) => Some(n.saturating_sub(exclude)),
-        Occupancy::Unknown => None,
+        Occupancy::Hidden | Occupancy::Unknown => None,
     }
 }
 

@@ -93,6 +93,7 @@ impl OccupancyHandle {
                 latest: latest.clone(),
                 metrics: metrics.clone(),
                 failing: false,
+                told_hidden: false,
             };
             AbortOnDrop(tokio::spawn(poller.supervise()))
         });
@@ -142,6 +143,8 @@ struct Poller<S> {
     /// Whether the last query failed, so that a failure that goes on is
     /// logged once, not every interval.
     failing: bool,
+    /// Whether the log said why hidden rooms show no count.
+    told_hidden: bool,
 }
 
 impl<S: OccupancySource> Poller<S> {
@@ -165,6 +168,7 @@ impl<S: OccupancySource> Poller<S> {
             latest: self.latest.clone(),
             metrics: self.metrics.clone(),
             failing: self.failing,
+            told_hidden: self.told_hidden,
         }
     }
 
@@ -223,6 +227,21 @@ impl<S: OccupancySource> Poller<S> {
                 answers.len(),
                 self.rooms.len()
             );
+        }
+        let hidden: Vec<&str> = self
+            .rooms
+            .iter()
+            .zip(&answers)
+            .filter(|(_, a)| **a == Occupancy::Hidden)
+            .map(|(room, _)| room.as_str())
+            .collect();
+        if !hidden.is_empty() && !self.told_hidden {
+            tracing::warn!(
+                "{name}: rooms {} are hidden, so their counts are not shown; Prosody makes new \
+                 rooms hidden unless the MUC component sets muc_room_default_public = true",
+                hidden.join(", ")
+            );
+            self.told_hidden = true;
         }
         let answers = answers
             .into_iter()

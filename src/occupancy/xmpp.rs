@@ -67,7 +67,7 @@ fn read(answer: &Result<Element, String>) -> Occupancy {
         .children_named(DISCO_INFO, "feature")
         .any(|f| f.attr("var") == Some("muc_hidden"));
     if hidden {
-        return Occupancy::Unknown;
+        return Occupancy::Hidden;
     }
     info.children_named(DATA, "x")
         .filter(|form| form.attr("type") == Some("result"))
@@ -108,7 +108,7 @@ mod tests {
         // Hidden rooms, forms without the field or with nonsense in it, and
         // refusals are unknown, never 0.
         let hidden = "<feature var='muc_hidden'/>";
-        assert_eq!(read(&answer(&info(hidden, field))), Occupancy::Unknown);
+        assert_eq!(read(&answer(&info(hidden, field))), Occupancy::Hidden);
         assert_eq!(read(&answer(&info(public, ""))), Occupancy::Unknown);
         let nonsense = field.replace(">4<", ">-1<");
         assert_eq!(read(&answer(&info(public, &nonsense))), Occupancy::Unknown);
