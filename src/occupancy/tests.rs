@@ -193,6 +193,27 @@ async fn each_room_is_read_by_the_rule_and_unknown_is_never_zero() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn hidden_rooms_are_unknown_and_the_log_says_why_once() {
+    use Occupancy::*;
+    let (log, _logging) = crate::health::test_log::Log::capture();
+    let source = Scripted::new([
+        Ok(vec![Hidden, Known(3), Hidden]),
+        Ok(vec![Hidden, Known(3), Hidden]),
+    ]);
+    let names = ["lounge", "cave", "attic"];
+    let handle =
+        OccupancyHandle::spawn_with(&server(1), rooms(&names), source, &Arc::new(Metrics::new()));
+    settle().await;
+    let got: Vec<Option<u32>> = names.iter().map(|r| people_in(&handle, r)).collect();
+    assert_eq!(got, [None, Some(2), None]);
+    pass(Duration::from_secs(30)).await;
+    let text = log.text();
+    assert_eq!(text.matches("are hidden").count(), 1, "{text}");
+    assert!(text.contains("rooms lounge, attic are hidden"), "{text}");
+    assert!(text.contains("muc_room_default_public = true"), "{text}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn exclude_zero_counts_every_occupant() {
     let source = Scripted::new([Ok(vec![Occupancy::Known(2)])]);
     let handle =

@@ -111,20 +111,6 @@ async fn a_hanging_probe_is_cut_off_and_counts_as_failure() {
     assert!(health.error.as_deref().unwrap().contains("did not end"));
 }
 
-/// A log sink for one test's thread.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Log {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_prober_that_panics_is_restarted_and_says_why() {
     /// Panics on its second call; succeeds otherwise.
@@ -141,13 +127,7 @@ async fn a_prober_that_panics_is_restarted_and_says_why() {
             Ok(Duration::from_millis(1))
         }
     }
-    let log = Log::default();
-    let sink = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || sink.clone())
-        .with_ansi(false)
-        .finish();
-    let _logging = tracing::subscriber::set_default(subscriber);
+    let (log, _logging) = crate::health::test_log::Log::capture();
 
     let probe = PanicsOnce::default();
     let handle = ServerHandle::spawn_with(server(), probe.clone(), Arc::new(Metrics::new()), None);
@@ -158,7 +138,7 @@ async fn a_prober_that_panics_is_restarted_and_says_why() {
     tokio::time::advance(Duration::from_secs(30)).await;
     settle().await;
     assert_eq!(*probe.0.lock().unwrap(), 2);
-    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    let text = log.text();
     assert!(
         text.contains("ERROR") && text.contains("primary") && text.contains("the probe broke"),
         "{text}"
