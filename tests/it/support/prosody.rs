@@ -17,7 +17,8 @@
 //! through the system service; it is killed when the value drops. It
 //! listens on 127.0.0.1 only: HTTP (for BOSH) on a free port, the
 //! component port (XEP-0114) on another one when a component is declared;
-//! c2s, s2s and HTTPS listen nowhere (`*_ports = {}`). Ports are picked by
+//! c2s, s2s and HTTPS listen nowhere (`*_ports = {}`), and s2s is
+//! disabled, so Prosody never connects out. Ports are picked by
 //! binding 127.0.0.1:0 and closing again; should another process take one
 //! in between, Prosody logs "Failed to open server port" and the start is
 //! retried on new ports.
@@ -392,6 +393,9 @@ certificates = \"{d}/certs\"
 admin_socket = \"{d}/admin.sock\"
 log = {{ {{ levels = {{ min = \"debug\" }}, to = \"file\", filename = \"{d}/prosody.log\" }} }}
 modules_enabled = {{ \"saslauth\", \"disco\", \"ping\", \"admin_shell\" }}
+-- No federation: a stanza for another domain bounces here instead of
+-- making Prosody look that domain up and connect out.
+modules_disabled = {{ \"s2s\" }}
 c2s_ports = {{}}
 c2s_direct_tls_ports = {{}}
 s2s_ports = {{}}
