@@ -284,8 +284,9 @@ impl Gateway {
         self.source.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Swaps in `config`. Servers whose settings did not change keep their
-    /// prober and so their health state; the others start afresh, but a
+    /// Swaps in `config`. Servers probed as before (see
+    /// [`crate::config::Server::probed_alike`]) keep their prober and so
+    /// their health state; the others start afresh, but a
     /// server of the same name keeps its history (unknown from now until
     /// its first probe). The same for occupancy pollers, whose rooms must
     /// not have changed either.
@@ -296,7 +297,7 @@ impl Gateway {
             .servers
             .iter()
             .map(
-                |server| match old.servers.iter().find(|h| h.server == *server) {
+                |server| match old.servers.iter().find(|h| h.server.probed_alike(server)) {
                     Some(handle) => {
                         kept += 1;
                         handle.clone()

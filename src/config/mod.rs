@@ -159,8 +159,7 @@ impl Default for Site {
     }
 }
 
-/// One Jitsi deployment. Two servers are the same for a reload exactly when
-/// they compare equal, which is when their health state may be kept.
+/// One Jitsi deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Server {
     /// Key in `servers:`; what rooms refer to.
@@ -176,6 +175,18 @@ pub struct Server {
     /// Whether and how the rooms' occupants are counted; `None` (the
     /// default) never asks, since a count tells the public who is meeting.
     pub occupancy: Option<Occupancy>,
+}
+
+impl Server {
+    /// Whether `other` is probed exactly as this one is: same name, URL,
+    /// check and trusted roots. A reload keeps such a server's prober and
+    /// so its health state, whatever else (label, occupancy) changed.
+    pub fn probed_alike(&self, other: &Server) -> bool {
+        self.name == other.name
+            && self.url == other.url
+            && self.check == other.check
+            && self.extra_roots == other.extra_roots
+    }
 }
 
 /// `servers.X.occupancy`: counting the people in the server's rooms (only

@@ -166,14 +166,30 @@ async fn a_restart_keeps_the_history_and_the_time_down_is_unknown() {
         assert_eq!(pair[0]["to"], pair[1]["from"], "{after}");
     }
 
-    // A reload that changes the primary's settings keeps its history too.
+    // A reload that changes only the primary's label keeps its prober:
+    // no new stretch of unknown.
+    let reload = |yaml: String| {
+        std::fs::write(&config, yaml).unwrap();
+        let lines = gate.log_len();
+        gate.signal("HUP");
+        gate.wait_log_after(lines, "config reloaded", BOUND)
+    };
     let yaml = two_server_yaml(&primary.url(), &backup.url(), "    label: Primär");
-    std::fs::write(&config, yaml).unwrap();
-    let lines = gate.log_len();
-    gate.signal("HUP");
-    gate.wait_log_after(lines, "config reloaded", BOUND)
-        .await
-        .expect("reloaded");
+    reload(yaml).await.expect("reloaded");
+    let status = wait_state(&url, "primary", "up", BOUND).await;
+    let relabelled = uptime(&status, "primary");
+    assert_eq!(
+        states(relabelled),
+        ["unknown", "up", "unknown", "up"],
+        "{relabelled}"
+    );
+
+    // One that changes how it is probed (another timeout) starts a new
+    // prober, and the history still goes on.
+    let check = "interval: 300ms, fast_interval: 100ms, timeout: 250ms, rise: 2, fall: 2, \
+                 xmpp_domain: localhost";
+    let yaml = crate::support::faults::yaml_with_check(&primary.url(), check, &backup.url());
+    reload(yaml).await.expect("reloaded");
     let status = wait_state(&url, "primary", "up", BOUND).await;
     let reloaded = uptime(&status, "primary");
     assert_eq!(reloaded["from"], before["from"], "{reloaded}");
