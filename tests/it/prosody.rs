@@ -59,47 +59,20 @@ async fn gate_in(
 }
 
 /// Times the way from "Prosody broken" (at `since`) to the backup
-/// redirect; panics past three times the bound.
+/// redirect against the bound, and prints the reason roomgate gives.
 async fn failover(gate: &Gate, backup: &StandIn, since: Instant, what: &str) -> Duration {
-    let on_backup = format!("{}/Lounge", backup.url());
-    let took = wait_location(
-        &gate.url("/Lounge"),
-        &on_backup,
-        since,
-        failover_bound() * 3,
-    )
-    .await
-    .unwrap_or_else(|| panic!("{what}: no failover at all"));
+    let what = format!("real prosody, {what}: failover");
+    let took = time_switch(gate, &backup.url(), since, failover_bound(), &what).await;
     let entry = wait_entry(gate, "primary", "down", Duration::from_secs(2)).await;
-    eprintln!(
-        "real prosody, {what}: failover {} ms (bound {} ms), reason: {}",
-        took.as_millis(),
-        failover_bound().as_millis(),
-        entry["error"]
-    );
-    assert!(took <= failover_bound(), "{what}: failover took {took:?}");
+    eprintln!("{what}: reason {}", entry["error"]);
     took
 }
 
 /// Times the way from "Prosody answers again" (at `since`) to the primary
-/// redirect; panics past three times the bound.
+/// redirect against the bound.
 async fn recovery(gate: &Gate, front: &JitsiFront, since: Instant, what: &str) -> Duration {
-    let on_primary = format!("{}/Lounge", front.base);
-    let took = wait_location(
-        &gate.url("/Lounge"),
-        &on_primary,
-        since,
-        recovery_bound() * 3,
-    )
-    .await
-    .unwrap_or_else(|| panic!("{what}: no recovery at all"));
-    eprintln!(
-        "real prosody, {what}: recovery {} ms (bound {} ms)",
-        took.as_millis(),
-        recovery_bound().as_millis()
-    );
-    assert!(took <= recovery_bound(), "{what}: recovery took {took:?}");
-    took
+    let what = format!("real prosody, {what}: recovery");
+    time_switch(gate, &front.base, since, recovery_bound(), &what).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -62,6 +62,29 @@ pub async fn wait_location(
     }
 }
 
+/// Times the way from `since` until `/Lounge` of `gate` redirects to the
+/// Lounge at `base`, prints it as `what`, and fails past `bound` (waiting
+/// gives up at three times the bound).
+pub async fn time_switch(
+    gate: &Gate,
+    base: &str,
+    since: Instant,
+    bound: Duration,
+    what: &str,
+) -> Duration {
+    let want = format!("{base}/Lounge");
+    let took = wait_location(&gate.url("/Lounge"), &want, since, bound * 3)
+        .await
+        .unwrap_or_else(|| panic!("{what}: never went to {want}"));
+    eprintln!(
+        "{what}: {} ms (bound {} ms)",
+        took.as_millis(),
+        bound.as_millis()
+    );
+    assert!(took <= bound, "{what}: took {took:?}, bound {bound:?}");
+    took
+}
+
 /// Polls /status.json until `name` has `state`; returns that entry.
 pub async fn wait_entry(gate: &Gate, name: &str, state: &str, bound: Duration) -> Value {
     let status = wait_state(&gate.url("/status.json"), name, state, bound).await;
