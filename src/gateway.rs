@@ -487,6 +487,12 @@ mod tests {
             "{servers}rooms:\n  Lounge: {{ description: Hi }}\n"
         ));
         assert!(same(&occupancy_pollers(&kept, &old, &metrics)));
+        // Nor does a new label.
+        let relabelled = config(&format!(
+            "{}rooms:\n  Lounge: {{}}\n",
+            servers.replace("occupancy: true", "occupancy: true, label: A")
+        ));
+        assert!(same(&occupancy_pollers(&relabelled, &old, &metrics)));
         // Another room, another interval, occupancy off: a new poller or none.
         let more = config(&format!("{servers}rooms:\n  Lounge: {{}}\n  Cave: {{}}\n"));
         assert!(!same(&occupancy_pollers(&more, &old, &metrics)));

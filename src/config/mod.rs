@@ -178,6 +178,31 @@ pub struct Server {
 }
 
 impl Server {
+    /// A `jitsi` server `primary` at an address nothing listens on, with
+    /// the default check: the fixture of unit tests that script its probes.
+    #[cfg(test)]
+    pub(crate) fn test_primary() -> Server {
+        Server {
+            name: "primary".into(),
+            url: "http://127.0.0.1:1".into(),
+            label: "Primary".into(),
+            check: Check {
+                kind: CheckKind::Jitsi {
+                    xmpp_domain: "localhost".into(),
+                    depth: Depth::Bosh,
+                    guest_domain: None,
+                },
+                interval: check_defaults::INTERVAL,
+                fast_interval: check_defaults::FAST_INTERVAL,
+                timeout: check_defaults::TIMEOUT,
+                rise: check_defaults::RISE,
+                fall: check_defaults::FALL,
+            },
+            extra_roots: vec![],
+            occupancy: None,
+        }
+    }
+
     /// Whether `other` is probed exactly as this one is: same name, URL,
     /// check and trusted roots. A reload keeps such a server's prober and
     /// so its health state, whatever else (label, occupancy) changed.

@@ -105,10 +105,13 @@ impl OccupancyHandle {
         })
     }
 
-    /// Whether this handle counts `rooms` on `server` as configured, so
-    /// that a reload may keep it (and its counts).
+    /// Whether this handle counts `rooms` on `server` as configured (the
+    /// same connection, login and occupancy settings; a label does not
+    /// matter), so that a reload may keep it (and its counts).
     pub fn fits(&self, server: &Server, rooms: &[String]) -> bool {
-        self.server == *server && *self.rooms == *rooms
+        self.server.probed_alike(server)
+            && self.server.occupancy == server.occupancy
+            && *self.rooms == *rooms
     }
 
     /// The people in `room` (its name on this server, any case) at `now`:

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{people, rooms_on, Occupancy, OccupancyHandle, OccupancySource};
-use crate::config::{self, Check, CheckKind, Config, Server};
+use crate::config::{self, Config, Server};
 use crate::health::ProbeError;
 use crate::metrics::{Metrics, ProbeLabels};
 
@@ -57,27 +57,12 @@ fn failure() -> Answer {
 
 fn server(exclude: u32) -> Server {
     Server {
-        name: "primary".into(),
-        url: "http://127.0.0.1:1".into(),
-        label: "Primary".into(),
-        check: Check {
-            kind: CheckKind::Jitsi {
-                xmpp_domain: "localhost".into(),
-                depth: crate::config::Depth::Bosh,
-                guest_domain: None,
-            },
-            interval: Duration::from_secs(30),
-            fast_interval: Duration::from_secs(2),
-            timeout: Duration::from_secs(3),
-            rise: 2,
-            fall: 2,
-        },
-        extra_roots: vec![],
         occupancy: Some(config::Occupancy {
             interval: INTERVAL,
             muc_domain: "conference.localhost".into(),
             exclude,
         }),
+        ..Server::test_primary()
     }
 }
 

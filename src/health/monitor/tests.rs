@@ -1,7 +1,6 @@
 //! Unit tests of `monitor`.
 
 use super::*;
-use crate::config::{CheckKind, Depth};
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
@@ -25,25 +24,7 @@ impl Probe for Scripted {
 }
 
 fn server() -> Server {
-    Server {
-        name: "primary".into(),
-        url: "http://127.0.0.1:1".into(),
-        label: "Primary".into(),
-        check: Check {
-            kind: CheckKind::Jitsi {
-                xmpp_domain: "localhost".into(),
-                depth: Depth::Bosh,
-                guest_domain: None,
-            },
-            interval: Duration::from_secs(30),
-            fast_interval: Duration::from_secs(2),
-            timeout: Duration::from_secs(3),
-            rise: 2,
-            fall: 2,
-        },
-        extra_roots: vec![],
-        occupancy: None,
-    }
+    Server::test_primary()
 }
 
 /// Lets the prober run until it sleeps again.

@@ -111,24 +111,34 @@ impl ServerProbe {
         );
         let verdict = match tokio::time::timeout(self.timeout, steps).await {
             Ok(verdict) => verdict,
-            Err(_) => Err(ProbeError::new(format!(
-                "{step}: no answer within {}",
-                humantime::format_duration(self.timeout)
-            ))),
+            Err(_) => Err(self.no_answer(Some(step))),
         };
         let latency = started.elapsed();
-        // End the session so that probes leave none behind in Prosody, also
-        // after a failure; whether that works does not change the verdict.
-        if let Some(session) = session {
-            match tokio::time::timeout(TERMINATE_BUDGET, session.terminate(&mut conn)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::debug!(server = %self.base, "BOSH terminate failed: {e}"),
-                Err(_) => {
-                    tracing::debug!(server = %self.base, "BOSH terminate got no answer in time")
-                }
-            }
-        }
+        self.end(&mut conn, session).await;
         verdict.map(|()| latency)
+    }
+
+    /// Ends `session`, if a probe opened one, on [`TERMINATE_BUDGET`], so
+    /// that probes leave none behind in Prosody, also after a failure.
+    /// Whether that works changes no verdict; the log says at debug level.
+    async fn end(&self, conn: &mut Conn<'_>, session: Option<Session>) {
+        let Some(session) = session else {
+            return;
+        };
+        match tokio::time::timeout(TERMINATE_BUDGET, session.terminate(conn)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(server = %self.base, "BOSH terminate failed: {e}"),
+            Err(_) => tracing::debug!(server = %self.base, "BOSH terminate got no answer in time"),
+        }
+    }
+
+    /// The error of a probe that ran out of time, in `step` if it has steps.
+    fn no_answer(&self, step: Option<Step>) -> ProbeError {
+        let within = humantime::format_duration(self.timeout);
+        match step {
+            Some(step) => ProbeError::new(format!("{step}: no answer within {within}")),
+            None => ProbeError::new(format!("no answer within {within}")),
+        }
     }
 
     /// Logs in as a guest, as a `login` probe does, sends each of `iqs`
@@ -170,14 +180,9 @@ impl ServerProbe {
         };
         let answers = match tokio::time::timeout(self.timeout, work).await {
             Ok(answers) => answers,
-            Err(_) => Err(ProbeError::new(format!(
-                "no answer within {}",
-                humantime::format_duration(self.timeout)
-            ))),
+            Err(_) => Err(self.no_answer(None)),
         };
-        if let Some(session) = session {
-            let _ = tokio::time::timeout(TERMINATE_BUDGET, session.terminate(&mut conn)).await;
-        }
+        self.end(&mut conn, session).await;
         answers
     }
 
@@ -282,10 +287,7 @@ impl Probe for ServerProbe {
                 let work = self.http(path, *expect_status, body_contains.as_deref());
                 match tokio::time::timeout(self.timeout, work).await {
                     Ok(result) => result,
-                    Err(_) => Err(ProbeError::new(format!(
-                        "no answer within {}",
-                        humantime::format_duration(self.timeout)
-                    ))),
+                    Err(_) => Err(self.no_answer(None)),
                 }
             }
         }
